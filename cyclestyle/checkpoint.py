@@ -1,0 +1,185 @@
+"""Checkpoints (full training state, for exact resume) and generator exports (weights only, for translation).
+
+Layout of a run folder::
+
+    run_dir/config.yaml                      resolved config of the run
+    run_dir/checkpoints/step-0002000/        accelerator.save_state() + our own state files
+    run_dir/generators/last.safetensors      both generators + model config, no pickled code
+    run_dir/tb/                              tensorboard events
+
+A checkpoint is written to a hidden ``.step-NNNNNNN.tmp`` folder and renamed into place when complete,
+so a crash mid-save leaves the previous checkpoints untouched and never a half-written ``step-`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINT_RE = re.compile(r"^step-(\d{7,})$")
+TRAINER_STATE = "trainer_state.json"
+SHARED_STATE = "shared_state.pt"  # EMA generators, style targets: identical on every process
+EXPORT_FORMAT = "cyclestyle-generators"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or export that cannot be used; the message names the file and what to do."""
+
+
+def checkpoints_dir(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """Completed checkpoints of a run, oldest first, as (step, folder)."""
+    root = checkpoints_dir(run_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for child in root.iterdir():
+        match = CHECKPOINT_RE.match(child.name)
+        if match and (child / TRAINER_STATE).is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def resolve_resume(run_dir: str | Path, resume: str | None) -> Path | None:
+    """The checkpoint folder to resume from: ``latest`` (None if the run has none yet) or an explicit path."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        found = list_checkpoints(run_dir)
+        return found[-1][1] if found else None
+    path = Path(resume)
+    if not (path / TRAINER_STATE).is_file():
+        raise CheckpointError(f"--resume {resume}: not a checkpoint folder (no {TRAINER_STATE} in it); "
+                              f"pass a folder like {checkpoints_dir(run_dir)}/step-0001000 or --resume latest")
+    return path
+
+
+def rank_state_name(rank: int) -> str:
+    return f"rank_state_{rank}.pt"
+
+
+def _fsync_tree(folder: Path) -> None:
+    # A rename is only atomic across a power cut if the data it points to reached the disk first.
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems do not support fsync on directories
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator, run_dir: str | Path, step: int, shared_state: dict, rank_state: dict,
+                    trainer_state: dict, keep: int) -> Path:
+    """Write the full training state for ``step`` atomically; prune to the newest ``keep``. All ranks call it."""
+    root = checkpoints_dir(run_dir)
+    final = root / f"step-{step:07d}"
+    tmp = root / f".step-{step:07d}.tmp"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    torch.save(rank_state, tmp / rank_state_name(accelerator.process_index))
+    if accelerator.is_main_process:
+        torch.save(shared_state, tmp / SHARED_STATE)
+        (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2))
+    # save_state does not wait for the other ranks: nobody may rename or read the folder before all wrote.
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _fsync_tree(tmp)
+        old = root / f".step-{step:07d}.old"
+        if final.exists():  # the same step saved again (e.g. after a resume): the new one replaces it
+            os.replace(final, old)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+        shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(run_dir, keep)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` completed checkpoints, and leftovers of interrupted saves."""
+    for _, folder in list_checkpoints(run_dir)[:-max(keep, 1)]:
+        shutil.rmtree(folder, ignore_errors=True)
+    for leftover in [*checkpoints_dir(run_dir).glob(".step-*.tmp"), *checkpoints_dir(run_dir).glob(".step-*.old")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict, dict | None]:
+    """Restore accelerate's state from ``folder``; return (trainer_state, shared_state, this rank's state).
+
+    Our own state files are loaded with ``weights_only=True``: tensors and plain containers only.
+    The rank state is None when the checkpoint was written by fewer processes than are running now.
+    """
+    try:
+        accelerator.load_state(str(folder))
+        trainer_state = json.loads((folder / TRAINER_STATE).read_text())
+        shared = torch.load(folder / SHARED_STATE, map_location="cpu", weights_only=True)
+        rank_file = folder / rank_state_name(accelerator.process_index)
+        rank = torch.load(rank_file, map_location="cpu", weights_only=True) if rank_file.is_file() else None
+    except (OSError, RuntimeError, ValueError, KeyError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"cannot load checkpoint {folder}: {str(err).splitlines()[0]}; resume from an "
+                              "older one with --resume PATH") from None
+    return trainer_state, shared, rank
+
+
+def export_generators(path: str | Path, generators: dict[str, nn.Module], model_config: dict, step: int,
+                      ema: bool) -> Path:
+    """Write ``{"gen_ab": ..., "gen_ba": ...}`` weights and the model config to one safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{name}.{key}": value.detach().cpu().contiguous()
+               for name, net in generators.items() for key, value in net.state_dict().items()}
+    metadata = {"format": EXPORT_FORMAT, "version": "1", "model": json.dumps(model_config),
+                "step": str(step), "ema": str(ema).lower()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    return path
+
+
+def read_export(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """Weights per generator name and the metadata (``model`` decoded) of an export file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"generator export not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = dict(f.metadata() or {})
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
+    if metadata.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{path} is not a cyclestyle generator export (no '{EXPORT_FORMAT}' metadata)")
+    metadata["model"] = json.loads(metadata["model"])
+    weights: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        name, _, param = key.partition(".")
+        weights.setdefault(name, {})[param] = value
+    return weights, metadata

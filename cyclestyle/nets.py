@@ -1,0 +1,186 @@
+"""Generators and discriminators: plain ``nn.Module``s with explicit arguments, in small registries.
+
+Architectures follow the CycleGAN paper (Zhu et al. 2017, appendix 7.2) and its reference code:
+ResNet generators with reflection padding and instance norm, U-Net generators, 70x70 PatchGAN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    # affine=False, no running stats: instance norm as in the reference CycleGAN (and no buffers to sync)
+    return nn.InstanceNorm2d(channels) if kind == "instance" else nn.Identity()
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, channels: int, norm: str, dropout: bool):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels), nn.ReLU(True)]
+        if dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3), _norm(norm, channels)]
+        self.block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """c7s1-ngf, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-3, tanh."""
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 norm: str = "instance", dropout: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), _norm(norm, ngf), nn.ReLU(True)]
+        ch = ngf
+        for _ in range(2):
+            layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), _norm(norm, ch * 2), nn.ReLU(True)]
+            ch *= 2
+        layers += [ResnetBlock(ch, norm, dropout) for _ in range(n_blocks)]
+        for _ in range(2):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
+                       _norm(norm, ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class UnetBlock(nn.Module):
+    """One U-Net level: down, the inner levels, up, and a skip connection around them."""
+
+    def __init__(self, outer: int, inner: int, in_ch: int | None = None, submodule: nn.Module | None = None,
+                 outermost: bool = False, innermost: bool = False, norm: str = "instance", dropout: bool = False):
+        super().__init__()
+        self.outermost = outermost
+        in_ch = outer if in_ch is None else in_ch
+        down = [nn.Conv2d(in_ch, inner, 4, stride=2, padding=1)]
+        if outermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.Tanh()]
+            layers = down + [submodule] + up
+        elif innermost:
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1), _norm(norm, outer)]
+            layers = [nn.LeakyReLU(0.2, True)] + down + up
+        else:
+            down = [nn.LeakyReLU(0.2, True)] + down + [_norm(norm, inner)]
+            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), _norm(norm, outer)]
+            layers = down + [submodule] + up + ([nn.Dropout(0.5)] if dropout else [])
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) if self.outermost else torch.cat([x, self.model(x)], 1)
+
+
+class UnetGenerator(nn.Module):
+    """U-Net with ``num_downs`` stride-2 levels (7 for 128 px inputs, 8 for 256 px)."""
+
+    def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, num_downs: int = 8,
+                 norm: str = "instance", dropout: bool = False):
+        super().__init__()
+        block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        for _ in range(num_downs - 5):
+            block = UnetBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, dropout=dropout)
+        for mult in (4, 2, 1):
+            block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, norm=norm)
+        self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, norm=norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: a map of real/fake logits, one per overlapping patch (70x70 for ``n_layers=3``)."""
+
+    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 spectral_norm: bool = False):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        layers: list[nn.Module] = [sn(nn.Conv2d(in_ch, ndf, 4, stride=2, padding=1)), nn.LeakyReLU(0.2, True)]
+        mult = 1
+        for n in range(1, n_layers + 1):
+            prev, mult = mult, min(2 ** n, 8)
+            stride = 2 if n < n_layers else 1
+            layers += [sn(nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1)),
+                       _norm(norm, ndf * mult), nn.LeakyReLU(0.2, True)]
+        layers.append(sn(nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)))
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class PixelDiscriminator(nn.Module):
+    """1x1 PatchGAN (pixelGAN in the reference code): judges per-pixel colour statistics only."""
+
+    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 spectral_norm: bool = False):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+        self.model = nn.Sequential(
+            sn(nn.Conv2d(in_ch, ndf, 1)), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(ndf, ndf * 2, 1)), _norm(norm, ndf * 2), nn.LeakyReLU(0.2, True),
+            sn(nn.Conv2d(ndf * 2, 1, 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[..., nn.Module]
+    size_multiple: int  # input height and width must be multiples of this
+
+
+GENERATORS: dict[str, Entry] = {
+    "resnet_9blocks": Entry(lambda **kw: ResnetGenerator(n_blocks=9, **kw), 4),
+    "resnet_6blocks": Entry(lambda **kw: ResnetGenerator(n_blocks=6, **kw), 4),
+    "unet_128": Entry(lambda **kw: UnetGenerator(num_downs=7, **kw), 128),
+    "unet_256": Entry(lambda **kw: UnetGenerator(num_downs=8, **kw), 256),
+}
+
+DISCRIMINATORS: dict[str, Entry] = {
+    "patch": Entry(PatchDiscriminator, 1),
+    "pixel": Entry(PixelDiscriminator, 1),
+}
+
+
+def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn.Module:
+    """Initialise conv/linear weights as in the reference code: N(0, gain), Xavier, Kaiming or orthogonal."""
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            # spectral norm keeps the raw weight as a parametrization's `original`
+            weight = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
+            if kind == "normal":
+                nn.init.normal_(weight, 0.0, gain)
+            elif kind == "xavier":
+                nn.init.xavier_normal_(weight, gain=gain)
+            elif kind == "kaiming":
+                nn.init.kaiming_normal_(weight, a=0, mode="fan_in")
+            elif kind == "orthogonal":
+                nn.init.orthogonal_(weight, gain=gain)
+            else:
+                raise ValueError(f"unknown init type '{kind}'")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return net
+
+
+def build_generator(model_cfg) -> nn.Module:
+    """A generator from a ``ModelConfig`` (or anything with its attributes), initialised."""
+    net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout)
+    return init_weights(net, model_cfg.init, model_cfg.init_gain)
+
+
+def build_discriminator(model_cfg) -> nn.Module:
+    net = DISCRIMINATORS[model_cfg.discriminator].build(ndf=model_cfg.ndf, n_layers=model_cfg.d_layers,
+                                                        norm=model_cfg.norm, spectral_norm=model_cfg.spectral_norm)
+    return init_weights(net, model_cfg.init, model_cfg.init_gain)

@@ -1,0 +1,344 @@
+"""The CycleGAN training loop: one readable function on accelerate, plus the image pool.
+
+Single process, multi-GPU and multi-node all run this same code; ``accelerate launch`` decides which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from cyclestyle import checkpoint, config as config_lib, losses, nets
+from cyclestyle.config import Config, ConfigError
+from cyclestyle.data import build_loader, build_transform, load_image
+from cyclestyle.vgg import VGGFeatures
+
+# Config keys that change the shape or meaning of saved state: a resume must not change them.
+STATE_KEYS = ("model", "train.ema", "train.batch_size")
+
+
+class ImagePool:
+    """History of generated images for the discriminator (Shrivastava et al. 2017, used by CycleGAN).
+
+    Each query returns, per image, with probability 1/2 a stored older image (which the new one replaces)
+    and otherwise the new image. It draws from its own generator so that its state can be saved and a
+    resumed run makes exactly the choices the uninterrupted run would have made.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.images: list[torch.Tensor] = []
+        self.rng = torch.Generator().manual_seed(seed)
+
+    def query(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.detach()  # D's step must never reach back into G's graph
+        if self.size == 0:
+            return images
+        out = []
+        for image in images:
+            if len(self.images) < self.size:
+                self.images.append(image.clone())
+                out.append(image)
+            elif torch.rand((), generator=self.rng) < 0.5:
+                i = int(torch.randint(self.size, (), generator=self.rng))
+                out.append(self.images[i])
+                self.images[i] = image.clone()
+            else:
+                out.append(image)
+        return torch.stack(out)
+
+    def state_dict(self) -> dict:
+        images = torch.stack(self.images).cpu() if self.images else torch.empty(0)
+        return {"images": images, "rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.images = [image.to(device) for image in state["images"]]
+        self.rng.set_state(state["rng"])
+
+
+@dataclass
+class TrainResult:
+    step: int
+    run_dir: Path
+    num_processes: int
+    generators: dict[str, nn.Module]  # gen_ab, gen_ba (the EMA weights when train.ema)
+    discriminators: dict[str, nn.Module]
+    losses: dict[str, float] = field(default_factory=dict)  # last logged values
+    checkpoint: Path | None = None
+    export: Path | None = None
+
+
+def lr_factor(step: int, total: int, decay: int) -> float:
+    """Constant, then linear decay to 0 over the last ``decay`` steps (CycleGAN paper, section 4)."""
+    if decay == 0 or step < total - decay:
+        return 1.0
+    return max(0.0, (total - step) / decay)
+
+
+def check_resumable(run_dir: Path, cfg: Config, resuming: bool) -> None:
+    """Refuse to mix two different runs in one folder (this is where they would silently collide)."""
+    saved_path = run_dir / "config.yaml"
+    found = checkpoint.list_checkpoints(run_dir)
+    if found and not resuming:
+        raise ConfigError(f"{run_dir} already holds checkpoints of a run (latest: step {found[-1][0]}); "
+                          "pass --resume latest to continue it, or choose another train.run_dir")
+    if not (resuming and saved_path.is_file()):
+        return
+    saved = config_lib.load_config(saved_path)
+    lines = []
+    for key in STATE_KEYS:
+        a, b = config_lib.get(saved, key), config_lib.get(cfg, key)
+        if dataclasses.is_dataclass(a):
+            lines += config_lib.diff(dataclasses.asdict(a), dataclasses.asdict(b), key + ".")
+        elif a != b:
+            lines.append(f"{key}: {a!r} -> {b!r}")
+    if lines:
+        raise ConfigError(f"cannot resume {run_dir}: the config changes the shape of the saved state:\n  "
+                          + "\n  ".join(lines) + f"\nuse the saved values ({saved_path}) or another train.run_dir")
+
+
+def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = None) -> TrainResult:
+    """Train (or resume) a CycleGAN as described by ``cfg``; returns the final state.
+
+    ``resume``: None, ``"latest"`` (the run's newest checkpoint, or a fresh start if it has none), or a
+    checkpoint folder. ``stop_at_step``: stop early at that step with a checkpoint (time-sliced jobs).
+    """
+    t = cfg.train
+    accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
+                              cpu=t.cpu, step_scheduler_with_optimizer=False)
+    device, is_main = accelerator.device, accelerator.is_main_process
+    set_seed(t.seed)  # same on every rank: identical initial weights
+    run_dir = Path(t.run_dir)
+
+    # --- Run folder: refuse collisions before anything expensive happens ---
+    resume_from = checkpoint.resolve_resume(run_dir, resume)
+    check_resumable(run_dir, cfg, resume_from is not None)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(cfg, run_dir / "config.yaml")
+
+    # --- Style loss network: fails here, before training starts, if the VGG weights are missing ---
+    use_style = {"ab": cfg.loss.style_ab > 0, "ba": cfg.loss.style_ba > 0}
+    vgg = VGGFeatures(cfg.loss.vgg_weights).to(device) if any(use_style.values()) else None
+
+    # --- Data ---
+    loader = build_loader(cfg.data, t.seed, t.batch_size, accelerator.process_index, accelerator.num_processes,
+                          pin_memory=device.type == "cuda")
+
+    # --- Networks, optimizers, schedules ---
+    gen_ab, gen_ba = nets.build_generator(cfg.model), nets.build_generator(cfg.model)
+    disc_a, disc_b = nets.build_discriminator(cfg.model), nets.build_discriminator(cfg.model)
+    betas = (t.beta1, t.beta2)
+    opt_g = torch.optim.Adam(itertools.chain(gen_ab.parameters(), gen_ba.parameters()), lr=t.lr, betas=betas)
+    opt_d = torch.optim.Adam(itertools.chain(disc_a.parameters(), disc_b.parameters()), lr=t.lr, betas=betas)
+    schedule = lambda step: lr_factor(step, t.steps, t.decay_steps)  # noqa: E731
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
+    gen_ab, gen_ba, disc_a, disc_b, opt_g, opt_d, sched_g, sched_d = accelerator.prepare(
+        gen_ab, gen_ba, disc_a, disc_b, opt_g, opt_d, sched_g, sched_d)
+    generators = nn.ModuleDict({"gen_ab": accelerator.unwrap_model(gen_ab),
+                                "gen_ba": accelerator.unwrap_model(gen_ba)})
+    # In the generator step D is frozen and only a function of fake images: calling the bare module
+    # keeps DDP from expecting gradients for D's parameters in that backward pass.
+    plain_disc_a, plain_disc_b = accelerator.unwrap_model(disc_a), accelerator.unwrap_model(disc_b)
+    ema = AveragedModel(generators, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
+
+    targets = {}  # style targets: running mean Gram of the target domain's real images
+    for direction in ("ab", "ba"):
+        if use_style[direction]:
+            targets[direction] = losses.GramTarget(vgg.channels).to(device)
+    fixed_reference = cfg.loss.style_reference is not None and use_style["ab"]
+    if fixed_reference:
+        crop = build_transform(cfg.data.crop_size, cfg.data.crop_size, "shorter_side", flip=False, train=False)
+        reference = crop(image=np.asarray(load_image(cfg.loss.style_reference)))["image"]
+        with torch.no_grad():
+            targets["ab"].update(vgg.grams(reference[None].to(device)))
+
+    rank_seed = t.seed * 1000 + accelerator.process_index  # pools differ per rank, like their data
+    pools = {"a": ImagePool(t.pool_size, rank_seed), "b": ImagePool(t.pool_size, rank_seed + 500)}
+
+    # --- Resume ---
+    step = 0
+    if resume_from is not None:
+        trainer_state, shared, rank_state = checkpoint.load_checkpoint(accelerator, resume_from)
+        step = trainer_state["step"]
+        if ema is not None:
+            ema.load_state_dict(shared["ema"])
+        for direction, target in targets.items():
+            target.load_state_dict(shared[f"style_target_{direction}"])
+        if rank_state is not None:
+            for name, pool in pools.items():
+                pool.load_state_dict(rank_state[f"pool_{name}"], device)
+        elif is_main:
+            print(f"warning: {resume_from} was written by fewer processes; image pools of new ranks start empty")
+    end = min(t.steps, stop_at_step) if stop_at_step else t.steps
+
+    def save(step: int) -> tuple[Path, Path | None]:
+        shared = {f"style_target_{d}": target.state_dict() for d, target in targets.items()}
+        if ema is not None:
+            shared["ema"] = ema.state_dict()
+        rank_state = {f"pool_{name}": pool.state_dict() for name, pool in pools.items()}
+        folder = checkpoint.save_checkpoint(accelerator, run_dir, step, shared, rank_state,
+                                            {"num_processes": accelerator.num_processes}, t.keep_checkpoints)
+        export = None
+        if is_main:
+            export = checkpoint.export_generators(run_dir / "generators" / "last.safetensors",
+                                                  dict(sample_generators().items()), config_lib.to_dict(cfg)["model"],
+                                                  step, ema=ema is not None)
+        return folder, export
+
+    def sample_generators() -> nn.ModuleDict:
+        return ema.module if ema is not None else generators
+
+    writer = None
+    if is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
+        n_params = sum(p.numel() for p in generators.parameters()) / 1e6
+        print(f"cyclestyle: run folder {run_dir.resolve()}\n"
+              f"  data: {len(loader.dataset.files_a)} images in A ({cfg.data.root_a}), "
+              f"{len(loader.dataset.files_b)} in B ({cfg.data.root_b}), {cfg.data.crop_size} px crops\n"
+              f"  model: 2x {cfg.model.generator} ({n_params / 2:.2f} M params each), 2x {cfg.model.discriminator} D\n"
+              f"  device: {device} x {accelerator.num_processes} process(es), mixed precision {t.mixed_precision}, "
+              f"batch {t.batch_size} x {t.grad_accum} accum x {accelerator.num_processes}\n"
+              f"  steps: {step} -> {end} of {t.steps}" + (f" (resumed from {resume_from})" if resume_from else "")
+              + f"\n  tensorboard --logdir {run_dir / 'tb'}", flush=True)
+
+    # --- Training loop ---
+    from tqdm.auto import tqdm
+
+    loader.sampler.start_batch = step * t.grad_accum  # the stream is position-addressed: exact resume
+    batches = iter(loader)
+    progress = tqdm(total=end, initial=step, disable=not is_main, dynamic_ncols=True, unit="it")
+    lam_c, lam_i = cfg.loss.lambda_cycle, cfg.loss.lambda_identity * cfg.loss.lambda_cycle
+    mode = cfg.loss.gan_mode
+    logged: dict[str, float] = {}
+    folder = export = None
+    while step < end:
+        batch = next(batches)
+        real_a = batch["a"].to(device, non_blocking=True)
+        real_b = batch["b"].to(device, non_blocking=True)
+        with accelerator.accumulate(gen_ab, gen_ba, disc_a, disc_b):
+            # Generator step: D frozen (under accumulate, its no-op zero_grad would let G's grads leak into D).
+            plain_disc_a.requires_grad_(False)
+            plain_disc_b.requires_grad_(False)
+            with accelerator.autocast():
+                fake_b, fake_a = gen_ab(real_a), gen_ba(real_b)
+                rec_a, rec_b = gen_ba(fake_b), gen_ab(fake_a)
+                terms = {"gan_ab": losses.gan_generator_loss(mode, plain_disc_b(fake_b)),
+                         "gan_ba": losses.gan_generator_loss(mode, plain_disc_a(fake_a)),
+                         "cycle_a": losses.l1(rec_a, real_a), "cycle_b": losses.l1(rec_b, real_b)}
+                loss_g = terms["gan_ab"] + terms["gan_ba"] + lam_c * (terms["cycle_a"] + terms["cycle_b"])
+                if lam_i > 0:
+                    terms["idt_a"] = losses.l1(gen_ba(real_a), real_a)
+                    terms["idt_b"] = losses.l1(gen_ab(real_b), real_b)
+                    loss_g = loss_g + lam_i * (terms["idt_a"] + terms["idt_b"])
+                for direction, fake, real, weight in (("ab", fake_b, real_b, cfg.loss.style_ab),
+                                                      ("ba", fake_a, real_a, cfg.loss.style_ba)):
+                    if direction not in targets:
+                        continue
+                    if not (direction == "ab" and fixed_reference):
+                        with torch.no_grad():
+                            real_grams = [g.mean(0) for g in vgg.grams(real)]
+                        # every rank folds in the same all-process mean, so the targets stay identical
+                        targets[direction].update(accelerator.reduce(real_grams, reduction="mean"))
+                    terms[f"style_{direction}"] = targets[direction].loss(vgg.grams(fake))
+                    loss_g = loss_g + weight * terms[f"style_{direction}"]
+            accelerator.backward(loss_g)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
+
+            # Discriminator step on detached fakes from the history pool; real and fake in one batch
+            # (instance norm is per-sample, so this equals two calls and runs one DDP forward).
+            plain_disc_a.requires_grad_(True)
+            plain_disc_b.requires_grad_(True)
+            pool_a, pool_b = pools["a"].query(fake_a), pools["b"].query(fake_b)
+            with accelerator.autocast():
+                logits_a = disc_a(torch.cat([real_a, pool_a.to(real_a.dtype)]))
+                logits_b = disc_b(torch.cat([real_b, pool_b.to(real_b.dtype)]))
+                n = real_a.shape[0]
+                terms["disc_a"] = losses.gan_discriminator_loss(mode, logits_a[:n], logits_a[n:])
+                terms["disc_b"] = losses.gan_discriminator_loss(mode, logits_b[:n], logits_b[n:])
+                loss_d = terms["disc_a"] + terms["disc_b"]
+                if cfg.loss.r1_gamma > 0:
+                    terms["r1_a"] = losses.r1_penalty(disc_a, real_a)
+                    terms["r1_b"] = losses.r1_penalty(disc_b, real_b)
+                    loss_d = loss_d + cfg.loss.r1_gamma * (terms["r1_a"] + terms["r1_b"])
+            accelerator.backward(loss_d)
+            opt_d.step()
+            opt_d.zero_grad(set_to_none=True)
+
+        if not accelerator.sync_gradients:
+            continue
+        step += 1
+        sched_g.step()
+        sched_d.step()
+        if ema is not None:
+            ema.update_parameters(generators)
+        progress.update(1)
+
+        # --- Every N steps: scalars, images, checkpoints ---
+        if step % t.log_every == 0 or step == end:
+            terms["gen_total"], terms["disc_total"] = loss_g, loss_d
+            logged = {k: float(v.detach()) for k, v in terms.items()}  # the only host sync, every log_every steps
+            bad = [k for k, v in logged.items() if not math.isfinite(v)]
+            if bad:
+                last = checkpoint.list_checkpoints(run_dir)
+                raise FloatingPointError(
+                    f"non-finite loss at step {step} ({', '.join(bad)}); last good checkpoint: "
+                    f"{last[-1][1] if last else 'none'}. Try train.mixed_precision=no or a lower train.lr")
+            if writer is not None:
+                for name, value in logged.items():
+                    writer.add_scalar(f"loss/{name}", value, step)
+                writer.add_scalar("lr/gen", opt_g.param_groups[0]["lr"], step)
+                writer.add_scalar("lr/disc", opt_d.param_groups[0]["lr"], step)
+                writer.add_scalar("speed/it_per_s", progress.format_dict.get("rate") or 0.0, step)
+            progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
+        if writer is not None and (step % t.image_every == 0 or step == end):
+            _log_images(writer, sample_generators(), real_a, real_b, step, accelerator)
+        if step % t.checkpoint_every == 0 or step == end:
+            folder, export = save(step)
+
+    progress.close()
+    if writer is not None:
+        writer.close()
+    if folder is None:  # nothing left to train: the run was already complete
+        found = checkpoint.list_checkpoints(run_dir)
+        folder = found[-1][1] if found else None
+        export = run_dir / "generators" / "last.safetensors"
+        if is_main:
+            print(f"cyclestyle: {run_dir} is already at step {step} of {t.steps}; nothing to train")
+    accelerator.wait_for_everyone()
+    return TrainResult(step=step, run_dir=run_dir, num_processes=accelerator.num_processes,
+                       generators=dict(sample_generators().items()),
+                       discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
+                       losses=logged, checkpoint=folder, export=export)
+
+
+@torch.no_grad()
+def _log_images(writer, gens: nn.ModuleDict, real_a: torch.Tensor, real_b: torch.Tensor, step: int,
+                accelerator: Accelerator) -> None:
+    """Rows real_a | fake_b | rec_a and real_b | fake_a | rec_b for the first image of the batch."""
+    from torchvision.utils import make_grid
+
+    was_training = gens.training
+    gens.eval()
+    with accelerator.autocast():
+        a, b = real_a[:1], real_b[:1]
+        fake_b, fake_a = gens["gen_ab"](a), gens["gen_ba"](b)
+        rows = {"a2b": [a, fake_b, gens["gen_ba"](fake_b)], "b2a": [b, fake_a, gens["gen_ab"](fake_a)]}
+    for name, images in rows.items():
+        grid = make_grid(torch.cat([x.float() for x in images]), nrow=3, normalize=True, value_range=(-1, 1))
+        writer.add_image(f"images/{name}", grid.cpu(), step)
+    gens.train(was_training)

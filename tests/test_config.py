@@ -1,0 +1,103 @@
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cyclestyle.config import Config, ConfigError, load_config, to_yaml
+from cyclestyle.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+ROOTS = ["data.root_a=x", "data.root_b=y"]
+
+
+def test_base_yaml_matches_schema_defaults():
+    from_file = load_config(ROOT / "configs/base.yaml", ROOTS)
+    from_schema = load_config(None, ROOTS)
+    assert dataclasses.asdict(from_file) == dataclasses.asdict(from_schema)
+
+
+def test_base_yaml_comments_every_key():
+    lines = [line for line in (ROOT / "configs/base.yaml").read_text().splitlines()
+             if line.startswith("  ") and ":" in line]
+    uncommented = [line for line in lines if "#" not in line]
+    assert not uncommented
+    n_keys = sum(len(section) for section in dataclasses.asdict(Config()).values())
+    assert len(lines) == n_keys
+
+
+def test_precedence_defaults_file_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 0.001\n  steps: 10\n  decay_steps: 5\n")
+    cfg = load_config(path, ROOTS + ["train.steps=20"])
+    assert cfg.train.lr == 0.001  # file beats default
+    assert cfg.train.steps == 20  # override beats file
+    assert cfg.train.beta1 == 0.5  # default kept
+    assert cfg.data.root_a == "x"
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("train.lrr=1", "config key 'train.lrr'.*Did you mean: 'lr'"),
+    ("train.lr=abc", "config key 'train.lr'.*could not be converted"),
+    ("train.lr=-1", "config key 'train.lr': must be > 0"),
+    ("data.crop_size=300", "config key 'data.crop_size'.*cannot exceed data.load_size"),
+    ("data.crop_size=130", "config key 'data.crop_size'.*multiple of 4"),
+    ("train.decay_steps=300000", "config key 'train.decay_steps'"),
+    ("loss.gan_mode=wgan", "config key 'loss.gan_mode': 'wgan' is not one of lsgan, vanilla, hinge"),
+    ("model.generator=resnet_99", "config key 'model.generator'"),
+    ("train.beta1=1.5", "config key 'train.beta1'"),
+    ("loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),
+    ("nokey", "not of the form key=value"),
+])
+def test_config_errors_name_the_key(override, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, ROOTS + [override])
+
+
+def test_bare_no_means_no_mixed_precision(tmp_path):
+    assert load_config(None, ROOTS + ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    assert load_config(path, ROOTS).train.mixed_precision == "no"
+
+
+def test_missing_required_key():
+    with pytest.raises(ConfigError, match="config key 'data.root_a' is not set"):
+        load_config(None, ["data.root_b=y"])
+
+
+def test_missing_and_invalid_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_config(None, ROOTS + ["train.lr=0.0003", "model.ngf=16"])
+    path = tmp_path / "saved.yaml"
+    path.write_text(to_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_quickstart_config_loads_with_bundled_data():
+    cfg = load_config(ROOT / "configs/quickstart.yaml")
+    assert (ROOT / cfg.data.root_a).is_dir() and (ROOT / cfg.data.root_b).is_dir()
+    assert cfg.loss.style_ab == 0  # offline: no VGG weights needed
+
+
+def test_cli_show_config_and_one_line_errors(capsys):
+    assert main(["show-config", *ROOTS, "train.lr=0.0005"]) == 0
+    assert "lr: 0.0005" in capsys.readouterr().out
+    assert main(["show-config", *ROOTS, "train.lrr=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.lrr" in err and "Traceback" not in err
+
+
+def test_cli_runs_as_module():
+    out = subprocess.run([sys.executable, "-m", "cyclestyle", "show-config", *ROOTS], capture_output=True,
+                         text=True, check=True).stdout
+    assert "root_a: x" in out

@@ -1,0 +1,125 @@
+import pytest
+import torch
+from torch import nn
+
+from cyclestyle import losses
+from cyclestyle.vgg import STYLE_LAYERS, VGGFeatures, VGGWeightsError, gram_matrix, load_vgg19_features
+
+
+def test_cycle_loss_of_identical_images_is_zero():
+    x = torch.rand(2, 3, 8, 8)
+    assert losses.l1(x, x.clone()) == 0
+    assert losses.l1(x, x + 0.25).item() == pytest.approx(0.25)
+
+
+def test_lsgan_targets():
+    ones, zeros = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
+    assert losses.gan_generator_loss("lsgan", ones) == 0
+    assert losses.gan_generator_loss("lsgan", zeros) == 1
+    assert losses.gan_discriminator_loss("lsgan", ones, zeros) == 0
+    assert losses.gan_discriminator_loss("lsgan", zeros, ones) == 1  # 0.5 * (1 + 1)
+
+
+def test_vanilla_and_hinge_values():
+    big = torch.full((1, 1, 2, 2), 20.0)
+    assert losses.gan_discriminator_loss("vanilla", big, -big) < 1e-6
+    assert losses.gan_generator_loss("vanilla", torch.zeros(1, 1, 2, 2)).item() == pytest.approx(0.6931, abs=1e-4)
+    assert losses.gan_discriminator_loss("hinge", big, -big) == 0  # outside the margin
+    assert losses.gan_discriminator_loss("hinge", torch.zeros(1), torch.zeros(1)).item() == 1.0
+    assert losses.gan_generator_loss("hinge", torch.full((3,), 2.0)).item() == -2.0
+    with pytest.raises(ValueError, match="unknown gan_mode"):
+        losses.gan_generator_loss("wgan", big)
+
+
+def test_gram_of_known_tensor():
+    feat = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 1, 2, 2).repeat(1, 2, 1, 1)
+    feat[0, 1] *= -1
+    g = gram_matrix(feat)
+    # sum of squares 30, normalised by C*H*W = 8; channel 1 = -channel 0
+    assert torch.allclose(g, torch.tensor([[[30 / 8, -30 / 8], [-30 / 8, 30 / 8]]]))
+
+
+def test_gram_is_fp32_under_bf16_autocast():
+    feat = torch.randn(1, 4, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gram_matrix(feat.bfloat16())
+    assert g.dtype == torch.float32
+
+
+def test_gram_target_running_mean_then_loss():
+    target = losses.GramTarget([2], momentum=0.9)
+    a, b = torch.eye(2), 3 * torch.eye(2)
+    target.update([a[None]])
+    target.update([b[None]])
+    assert torch.allclose(target.gram_0, 2 * torch.eye(2))  # exact mean of the first updates
+    assert target.loss([2 * torch.eye(2)[None]]) == 0
+    assert target.loss([torch.zeros(1, 2, 2)]).item() == pytest.approx(2.0)  # mean of (0-2)^2 over 2 of 4
+    for _ in range(100):  # after 1/(1-momentum) updates it becomes an EMA that forgets
+        target.update([b[None]])
+    assert torch.allclose(target.gram_0, b, atol=1e-3)
+    assert set(target.state_dict()) == {"gram_0", "count"}
+
+
+def test_r1_penalty_of_linear_discriminator():
+    disc = nn.Conv2d(3, 1, 1, bias=False)
+    nn.init.constant_(disc.weight, 2.0)
+    real = torch.randn(2, 3, 4, 4)
+    # d/dx sum(2 * x_c) = 2 per element: |grad|^2 = 4 * 3 * 16 = 192 per sample, halved
+    assert losses.r1_penalty(disc, real).item() == pytest.approx(96.0)
+
+
+def test_vgg_features_layers_and_frozen():
+    vgg = VGGFeatures("random")
+    assert vgg.channels == [64, 128, 256, 512, 512]
+    feats = vgg(torch.rand(1, 3, 32, 32) * 2 - 1)
+    assert list(feats) == list(STYLE_LAYERS)
+    assert feats["relu3_1"].shape == (1, 256, 8, 8)
+    assert not any(p.requires_grad for p in vgg.parameters())
+    vgg.train()
+    assert not vgg.training
+    assert len(vgg.features) == 30  # truncated after relu5_1
+
+
+def test_style_loss_gradient_reaches_image_not_vgg():
+    vgg = VGGFeatures("random")
+    target = losses.GramTarget(vgg.channels)
+    target.update(vgg.grams(torch.rand(1, 3, 32, 32) * 2 - 1))
+    fake = (torch.rand(1, 3, 32, 32) * 2 - 1).requires_grad_(True)
+    loss = target.loss(vgg.grams(fake))
+    loss.backward()
+    assert loss > 0 and fake.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vgg.parameters())
+
+
+def test_vgg_weights_from_local_file_round_trip(tmp_path):
+    from torchvision.models import vgg19
+
+    torch.manual_seed(3)
+    full = vgg19(weights=None)
+    path = tmp_path / "vgg19.pth"
+    torch.save(full.state_dict(), path)
+    loaded = load_vgg19_features(str(path))
+    assert torch.equal(loaded[0].weight, full.features[0].weight)
+
+
+def test_vgg_weights_missing_file_message(tmp_path):
+    with pytest.raises(VGGWeightsError, match="file not found.*style_ab=0 loss.style_ba=0"):
+        load_vgg19_features(str(tmp_path / "missing.pth"))
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"0.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(VGGWeightsError, match="does not hold VGG-19 weights"):
+        load_vgg19_features(str(wrong))
+
+
+def test_vgg_imagenet_offline_message(monkeypatch, tmp_path):
+    """Offline, the imagenet weights fail with instructions instead of falling back to random."""
+    import urllib.error
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(VGGWeightsError, match=r"vgg19-dcbb9e9d\.pth.*loss\.vgg_weights="):
+        load_vgg19_features("imagenet")

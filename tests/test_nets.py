@@ -1,0 +1,77 @@
+import pytest
+import torch
+from torch import nn
+
+from cyclestyle import nets
+from cyclestyle.config import ModelConfig
+
+
+@pytest.mark.parametrize("name", sorted(nets.GENERATORS))
+def test_generator_shape_gradients_finite(name):
+    torch.manual_seed(0)
+    size = max(nets.GENERATORS[name].size_multiple, 16)
+    net = nets.build_generator(ModelConfig(generator=name, ngf=4))
+    x = torch.randn(2, 3, size, size + nets.GENERATORS[name].size_multiple)  # non-square
+    y = net(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all() and y.abs().max() <= 1  # tanh output
+    y.square().mean().backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", sorted(nets.DISCRIMINATORS))
+@pytest.mark.parametrize("spectral", [False, True])
+def test_discriminator_shape_gradients_finite(name, spectral):
+    torch.manual_seed(0)
+    net = nets.build_discriminator(ModelConfig(discriminator=name, ndf=8, spectral_norm=spectral))
+    x = torch.randn(2, 3, 64, 64)
+    y = net(x)
+    assert y.shape[:2] == (2, 1) and torch.isfinite(y).all()
+    if name == "patch":
+        assert y.shape[2:] == (6, 6)
+    y.mean().backward()
+    for pname, p in net.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+
+
+def test_patchgan_receptive_field_is_70():
+    net = nets.PatchDiscriminator(ndf=4, n_layers=3, norm="none")  # instance norm sees the whole image
+    x = torch.randn(1, 3, 128, 128, requires_grad=True)
+    y = net(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows = x.grad[0].abs().sum(dim=(0, 2)).nonzero()
+    assert int(rows.max() - rows.min() + 1) == 70
+
+
+def test_spectral_norm_bounds_largest_singular_value():
+    torch.manual_seed(0)
+    net = nets.build_discriminator(ModelConfig(ndf=8, spectral_norm=True, init="normal", init_gain=1.0))
+    for _ in range(30):  # power iterations run in training-mode forwards
+        net(torch.randn(1, 3, 32, 32))
+    conv = net.model[0]
+    sigma = torch.linalg.matrix_norm(conv.weight.detach().reshape(conv.weight.shape[0], -1), ord=2).item()
+    assert sigma == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize("kind", ["normal", "xavier", "kaiming", "orthogonal"])
+def test_init_types(kind):
+    torch.manual_seed(0)
+    net = nets.init_weights(nn.Sequential(nn.Conv2d(64, 64, 3), nn.Conv2d(64, 64, 3)), kind, 0.02)
+    w = net[0].weight
+    assert net[0].bias.abs().sum() == 0
+    if kind == "normal":
+        assert w.std().item() == pytest.approx(0.02, rel=0.05)
+    elif kind == "kaiming":
+        assert w.std().item() == pytest.approx((2 / (64 * 9)) ** 0.5, rel=0.05)
+    elif kind == "orthogonal":
+        flat = w.reshape(64, -1)
+        assert torch.allclose(flat @ flat.T, 0.02**2 * torch.eye(64), atol=1e-6)
+    else:
+        assert w.std().item() == pytest.approx(0.02 * (2 / (64 * 9 * 2)) ** 0.5, rel=0.05)
+
+
+def test_resnet_block_count_and_width():
+    net = nets.build_generator(ModelConfig(generator="resnet_9blocks", ngf=16))
+    assert sum(isinstance(m, nets.ResnetBlock) for m in net.modules()) == 9
+    assert net.model[1].out_channels == 16
