@@ -1,0 +1,11 @@
+"""One module per ``cyclestyle`` subcommand: ``add_parser(subparsers, name)`` and ``run(args) -> int``."""
+
+import argparse
+
+EPILOG_OVERRIDES = "Overrides are dotted config keys, e.g. train.lr=1e-4 data.root_a=photos/ (see configs/base.yaml)."
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", default=None,
+                        help="YAML config file; omitted keys take the defaults of configs/base.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
