@@ -15,6 +15,8 @@ import sys
 COMMANDS = {
     "train": "cyclestyle.commands.train",
     "show-config": "cyclestyle.commands.show_config",
+    "translate": "cyclestyle.commands.translate",
+    "export": "cyclestyle.commands.export",
 }
 
 

@@ -9,3 +9,10 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", default=None,
                         help="YAML config file; omitted keys take the defaults of configs/base.yaml")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value

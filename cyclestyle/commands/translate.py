@@ -1,0 +1,49 @@
+"""``cyclestyle translate``: translate photos (a file or a folder) with a trained generator."""
+
+import argparse
+
+from cyclestyle.commands import positive_int
+
+
+def add_parser(sub, name: str) -> None:
+    p = sub.add_parser(name, help="translate images with a trained generator",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
+                   help="a run folder (uses generators/last.safetensors) or a generator export file")
+    p.add_argument("--input", required=True, metavar="FILE|DIR", help="an image, or a folder searched at any depth")
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder; sub-folders are mirrored")
+    p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--size", type=positive_int, default=None, metavar="N", help="resize so the shorter side is N px")
+    size.add_argument("--max-size", type=positive_int, default=None, metavar="N",
+                      help="downscale so the longer side is at most N px (default: original size)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="images of equal size translated together")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--tile", type=positive_int, default=None, metavar="N",
+                   help="translate in N px tiles (bounded memory for huge images)")
+    p.add_argument("--tile-overlap", type=int, default=64, metavar="M", help="overlap of neighbouring tiles")
+    p.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output image format")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from cyclestyle.translate import Translator
+
+    if not Path(args.input).exists():
+        raise FileNotFoundError(f"--input {args.input} does not exist")
+    translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision)
+    summary = translator.translate_folder(args.input, args.output, fmt=args.format, overwrite=args.overwrite,
+                                          size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+                                          tile=args.tile, overlap=args.tile_overlap, progress=True)
+    print(f"translated {summary.n_done} image(s) in {summary.seconds:.1f} s "
+          f"({summary.images_per_second:.2f} img/s) into {args.output}"
+          + (f"; {summary.n_existing} already there (--overwrite to redo)" if summary.n_existing else ""))
+    if summary.skipped:
+        print(f"skipped {len(summary.skipped)} file(s):", file=sys.stderr)
+        for path, why in summary.skipped:
+            print(f"  {path}: {why}", file=sys.stderr)
+    return 0

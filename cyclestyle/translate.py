@@ -1,0 +1,359 @@
+"""Translate images with a trained generator: any size, batches of equal sizes, tiling for huge images.
+
+One code path serves the Python API (``Translator``) and the ``cyclestyle translate`` command.
+
+Tiling and instance norm: the generators normalise every feature map by its own mean and variance over
+the whole image. Run tile by tile, each tile would normalise by its own statistics and the tiles would
+disagree in tone. So a tiled translation first records each instance-norm layer's statistics on the whole
+image, downscaled to at most ``stats_size`` pixels on its longer side, then runs the tiles with those
+statistics fixed, and blends overlapping tiles with a smooth window. Memory then depends on the tile and
+``stats_size``, not on the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cyclestyle import checkpoint, nets
+from cyclestyle.config import ModelConfig
+from cyclestyle.data import IMAGE_EXTENSIONS, ImageReadError, load_image
+
+FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise checkpoint.CheckpointError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
+    return torch.device(device)
+
+
+def export_path(path: str | Path) -> Path:
+    """A run folder's generator export, or the export file itself."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "generators" / "last.safetensors"
+        if not candidate.is_file():
+            raise checkpoint.CheckpointError(f"{path} has no generator export ({candidate} is missing); "
+                                             "pass a run folder that has trained at least to one checkpoint")
+        return candidate
+    return path
+
+
+def load_generator(path: str | Path, direction: str = "a2b") -> tuple[nn.Module, dict]:
+    """The generator for ``direction`` from a run folder or export file, in eval mode, with the metadata."""
+    if direction not in ("a2b", "b2a"):
+        raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
+    file = export_path(path)
+    weights, meta = checkpoint.read_export(file)
+    try:
+        model_cfg = ModelConfig(**meta["model"])
+        net = nets.build_generator(model_cfg)
+        net.load_state_dict(weights["gen_ab" if direction == "a2b" else "gen_ba"])
+    except (TypeError, KeyError, RuntimeError) as err:
+        raise checkpoint.CheckpointError(f"{file}: weights do not match the model config stored with them "
+                                         f"({str(err).splitlines()[0]}); re-export it from its run") from None
+    meta["size_multiple"] = nets.GENERATORS[model_cfg.generator].size_multiple
+    return net.eval().requires_grad_(False), meta
+
+
+class _NormStats:
+    """Record, then impose, per-layer instance-norm statistics (see the module docstring)."""
+
+    def __init__(self, net: nn.Module):
+        self.layers = [m for m in net.modules() if isinstance(m, nn.InstanceNorm2d)]
+        self.stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        self.stats = []
+
+        def hook(module, inputs, output):
+            x = inputs[0].float()
+            self.stats.append((x.mean(dim=(2, 3), keepdim=True), x.var(dim=(2, 3), unbiased=False, keepdim=True)))
+
+        handles = [layer.register_forward_hook(hook) for layer in self.layers]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def imposing(self) -> Iterator[None]:
+        originals = [layer.forward for layer in self.layers]
+        for layer, (mean, var) in zip(self.layers, self.stats):
+            def forward(x, layer=layer, mean=mean, var=var):
+                y = (x - mean.to(x.dtype)) * torch.rsqrt(var + layer.eps).to(x.dtype)
+                if layer.affine:
+                    y = y * layer.weight.view(1, -1, 1, 1) + layer.bias.view(1, -1, 1, 1)
+                return y
+            layer.forward = forward
+        try:
+            yield
+        finally:
+            for layer, original in zip(self.layers, originals):
+                layer.forward = original
+
+
+def _blend_window(size: int, overlap: int) -> torch.Tensor:
+    """1 in the middle, a raised-cosine ramp over ``overlap`` pixels at both ends (never exactly 0)."""
+    w = torch.ones(size)
+    if overlap > 0:
+        ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, math.pi, overlap + 2)[1:-1])
+        w[:overlap], w[-overlap:] = ramp, ramp.flip(0)
+    return w
+
+
+def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride)) + [length - tile]
+    return sorted(set(starts))
+
+
+@dataclass
+class Summary:
+    n_done: int = 0
+    n_existing: int = 0  # outputs already there (skipped without --overwrite)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)  # (input, why)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_done / self.seconds if self.seconds else 0.0
+
+
+class Translator:
+    """``Translator.load(run_dir_or_export)(pil_image) -> pil_image``; also tensors in [-1, 1]."""
+
+    def __init__(self, generator: nn.Module, size_multiple: int = 4, device: str | torch.device = "cpu",
+                 precision: str = "fp32", meta: dict | None = None):
+        if precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        if precision == "fp16" and self.device.type == "cpu":
+            raise checkpoint.CheckpointError("fp16 needs a GPU; on CPU use --precision bf16 or fp32")
+        self.generator = generator.to(self.device).eval()
+        self.size_multiple = size_multiple
+        self.precision = precision
+        self.meta = meta or {}
+        self._norm = _NormStats(self.generator)
+
+    @classmethod
+    def load(cls, path: str | Path, direction: str = "a2b", device: str = "auto",
+             precision: str = "fp32") -> "Translator":
+        net, meta = load_generator(path, direction)
+        return cls(net, meta["size_multiple"], device, precision, meta)
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    @torch.inference_mode()
+    def translate_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> same shape; padded to the network's multiple and cropped back."""
+        h, w = x.shape[-2:]
+        m = self.size_multiple
+        # at least 16 px: a ResNet generator's 3x3 reflection pads need 4 px after two downsamplings
+        ph, pw = max(-h % m, 16 - h, 0), max(-w % m, 16 - w, 0)
+        ph, pw = ph + (-(h + ph) % m), pw + (-(w + pw) % m)
+        x = x.to(self.device, torch.float32)
+        if ph or pw:  # reflect where the image is large enough, else replicate
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        with self._autocast():
+            y = self.generator(x)
+        return y[..., :h, :w].float().clamp(-1, 1)
+
+    @torch.inference_mode()
+    def translate_tiled(self, x: torch.Tensor, tile: int = 512, overlap: int = 64,
+                        stats_size: int = 1024) -> torch.Tensor:
+        """(1, 3, H, W) -> (1, 3, H, W) tile by tile (see the module docstring); output on the CPU."""
+        m = self.size_multiple
+        tile = max(m, tile - tile % m)
+        overlap = min(overlap, tile // 2)
+        _, _, h, w = x.shape
+        scale = min(1.0, stats_size / max(h, w))
+        small = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
+        with self._norm.recording():
+            self.translate_tensor(small)
+        out = torch.zeros(1, 3, h, w)
+        weight = torch.zeros(1, 1, h, w)
+        with self._norm.imposing():
+            for top in _tile_starts(h, tile, overlap):
+                for left in _tile_starts(w, tile, overlap):
+                    patch = x[..., top:top + tile, left:left + tile]
+                    th, tw = patch.shape[-2:]
+                    wy = _blend_window(th, overlap if th == tile else 0)
+                    wx = _blend_window(tw, overlap if tw == tile else 0)
+                    # image borders are covered by one tile only: no ramp there
+                    if top == 0:
+                        wy[: th // 2] = 1.0
+                    if top + th == h:
+                        wy[th // 2:] = 1.0
+                    if left == 0:
+                        wx[: tw // 2] = 1.0
+                    if left + tw == w:
+                        wx[tw // 2:] = 1.0
+                    win = (wy[:, None] * wx[None, :])[None, None]
+                    out[..., top:top + th, left:left + tw] += self.translate_tensor(patch).cpu() * win
+                    weight[..., top:top + th, left:left + tw] += win
+        return out / weight
+
+    def __call__(self, image, tile: int | None = None, overlap: int = 64):
+        """PIL image -> PIL image (same size), or tensor (N,3,H,W)/(3,H,W) in [-1,1] -> tensor."""
+        if isinstance(image, torch.Tensor):
+            batch = image if image.dim() == 4 else image[None]
+            if tile:
+                out = torch.cat([self.translate_tiled(b[None], tile, overlap) for b in batch])
+            else:
+                out = self.translate_tensor(batch)
+            return out if image.dim() == 4 else out[0]
+        x = pil_to_tensor(image)
+        y = self.translate_tiled(x, tile, overlap) if tile else self.translate_tensor(x)
+        return tensor_to_pil(y[0])
+
+    def translate_folder(self, input_path: str | Path, output_dir: str | Path, fmt: str = "png",
+                         overwrite: bool = False, size: int | None = None, max_size: int | None = None,
+                         batch_size: int = 1, tile: int | None = None, overlap: int = 64,
+                         max_pixels: int | None = None, progress: bool = False) -> Summary:
+        """Translate a file or every image under a folder into ``output_dir``, mirroring sub-folders."""
+        return translate_folder(self, input_path, output_dir, fmt, overwrite, size, max_size, batch_size, tile,
+                                overlap, max_pixels, progress)
+
+
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].div(127.5).sub(1.0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
+def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image.Image:
+    """``size``: shorter side becomes ``size``; ``max_size``: longer side at most ``max_size``; else as is."""
+    w, h = image.size
+    if size:
+        scale = size / min(w, h)
+    elif max_size and max(w, h) > max_size:
+        scale = max_size / max(w, h)
+    else:
+        return image
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+
+
+def list_inputs(input_path: Path) -> list[tuple[Path, Path]]:
+    """(file, path relative to the input root) for a file or every image under a folder."""
+    if input_path.is_file():
+        return [(input_path, Path(input_path.name))]
+    if not input_path.is_dir():
+        raise FileNotFoundError(f"input not found: {input_path}")
+    found, seen = [], set()
+    for path in sorted(input_path.rglob("*")):
+        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():
+            real = path.resolve() if path.exists() else path
+            if real not in seen:
+                seen.add(real)
+                found.append((path, path.relative_to(input_path)))
+    return found
+
+
+def translate_folder(translator: Translator, input_path, output_dir, fmt="png", overwrite=False, size=None,
+                     max_size=None, batch_size=1, tile=None, overlap=64, max_pixels=None,
+                     progress=False) -> Summary:
+    from tqdm.auto import tqdm
+
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    input_path, output_dir = Path(input_path), Path(output_dir)
+    inputs = list_inputs(input_path)
+    input_files = {p.resolve() for p, _ in inputs}
+    summary = Summary()
+    started = time.perf_counter()
+    # Without tiling, a huge image would be translated in one piece: refuse it (PIL's bomb limit) and
+    # say how to do it. With tiling, memory is bounded by the tile, so PIL's limit is lifted.
+    limit = None if tile else (max_pixels or Image.MAX_IMAGE_PIXELS)
+    pending: list[tuple[Path, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        out = translator.translate_tensor(torch.cat([x for _, x in pending]))
+        for (target, _), y in zip(pending, out):
+            _save(tensor_to_pil(y), target)
+        summary.n_done += len(pending)
+        pending.clear()
+
+    bar = tqdm(inputs, disable=not progress, unit="img", dynamic_ncols=True)
+    for path, rel in bar:
+        target = output_dir / rel.with_suffix(FORMATS[fmt])
+        if target.resolve() in input_files:
+            summary.skipped.append((path, f"output {target} would overwrite an input; choose another --output"))
+            continue
+        if target.exists() and not overwrite:
+            summary.n_existing += 1
+            continue
+        try:
+            image = _open_limited(path, limit)
+        except ImageReadError as err:
+            summary.skipped.append((path, str(err)))
+            warnings.warn(f"skipped {err}", stacklevel=2)
+            continue
+        x = pil_to_tensor(resized(image, size, max_size))
+        if tile:
+            _save(tensor_to_pil(translator.translate_tiled(x, tile, overlap)[0]), target)
+            summary.n_done += 1
+            continue
+        if pending and pending[0][1].shape != x.shape:
+            flush()  # only images of equal size share a batch
+        pending.append((target, x))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _open_limited(path: Path, max_pixels: int | None) -> Image.Image:
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        if max_pixels is not None:
+            try:
+                with Image.open(path) as probe:
+                    pixels = probe.size[0] * probe.size[1]
+            except Image.DecompressionBombError:
+                pixels = max_pixels + 1
+            except Exception:
+                pixels = 0  # not an image: load_image below says why
+            if pixels > max_pixels:
+                raise ImageReadError(f"cannot read image {path}: over the {max_pixels} px limit for untiled "
+                                     "translation (a decompression bomb, or just huge); use --tile 512")
+        return load_image(path)
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
+def _save(image: Image.Image, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".webp": "WEBP"}[target.suffix]
+    image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    tmp.replace(target)  # a killed run never leaves a half-written output that a rerun would skip
