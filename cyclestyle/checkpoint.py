@@ -96,16 +96,23 @@ def save_checkpoint(accelerator, run_dir: str | Path, step: int, shared_state: d
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step:07d}"
     tmp = root / f".step-{step:07d}.tmp"
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    torch.save(rank_state, tmp / rank_state_name(accelerator.process_index))
-    if accelerator.is_main_process:
-        torch.save(shared_state, tmp / SHARED_STATE)
-        (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2))
+    try:
+        if accelerator.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp))
+        torch.save(rank_state, tmp / rank_state_name(accelerator.process_index))
+        if accelerator.is_main_process:
+            torch.save(shared_state, tmp / SHARED_STATE)
+            (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **trainer_state}, indent=2))
+    except OSError as err:  # disk full, quota, permissions: the completed checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        found = list_checkpoints(run_dir)
+        raise CheckpointError(f"could not write the checkpoint of step {step} in {root}: {err}. The previous "
+                              f"checkpoint ({found[-1][1] if found else 'none'}) is intact; free space and "
+                              "rerun with --resume latest") from None
     # save_state does not wait for the other ranks: nobody may rename or read the folder before all wrote.
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -129,12 +136,50 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> None:
         shutil.rmtree(leftover, ignore_errors=True)
 
 
+# What accelerate's pickles may reference: its RNG states hold numpy arrays. Anything else (os.system,
+# builtins.eval, ...) in a checkpoint file means it was crafted, and nothing in it is unpickled.
+ALLOWED_PICKLE_GLOBALS = {"numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct",
+                          "numpy.dtype", "numpy.ndarray"}
+ALLOWED_PICKLE_GLOBALS |= {f"numpy.dtypes.{name}DType" for name in ("UInt32", "Int64", "Float64", "UInt8", "Bool")}
+
+
+def verify_checkpoint(folder: str | Path) -> None:
+    """Check that every file of a checkpoint is complete and safe to load, without unpickling anything.
+
+    Raises CheckpointError naming the first bad file.
+    """
+    from safetensors import safe_open
+
+    folder = Path(folder)
+    try:
+        json.loads((folder / TRAINER_STATE).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"checkpoint {folder}: {TRAINER_STATE} unreadable ({err})") from None
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    list(f.keys())
+            elif path.suffix in (".bin", ".pkl", ".pt"):
+                unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+                if unsafe - ALLOWED_PICKLE_GLOBALS:
+                    raise CheckpointError(f"checkpoint file {path} references code it must not "
+                                          f"({', '.join(sorted(unsafe - ALLOWED_PICKLE_GLOBALS))}); it was not "
+                                          "loaded. Only resume from checkpoints you wrote yourself")
+        except CheckpointError:
+            raise
+        except Exception as err:  # truncated zip, bad header, ...
+            raise CheckpointError(f"checkpoint file {path} is damaged ({str(err).splitlines()[0]}); "
+                                  "resume from an older checkpoint with --resume PATH") from None
+
+
 def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict, dict | None]:
     """Restore accelerate's state from ``folder``; return (trainer_state, shared_state, this rank's state).
 
     Our own state files are loaded with ``weights_only=True``: tensors and plain containers only.
     The rank state is None when the checkpoint was written by fewer processes than are running now.
     """
+    verify_checkpoint(folder)  # accelerate unpickles its RNG files: vet them first
     try:
         accelerator.load_state(str(folder))
         trainer_state = json.loads((folder / TRAINER_STATE).read_text())

@@ -37,7 +37,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cyclestyle.data import DataError
     from cyclestyle.vgg import VGGWeightsError
 
-    return ConfigError, DataError, CheckpointError, VGGWeightsError, FileNotFoundError
+    # FloatingPointError: training diverged (NaN); the message names the last good checkpoint.
+    return ConfigError, DataError, CheckpointError, VGGWeightsError, FileNotFoundError, FloatingPointError
 
 
 def main(argv: list[str] | None = None) -> int:

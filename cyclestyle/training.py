@@ -5,9 +5,13 @@ Single process, multi-GPU and multi-node all run this same code; ``accelerate la
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
-import math
+import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,10 @@ from cyclestyle.vgg import VGGFeatures
 
 # Config keys that change the shape or meaning of saved state: a resume must not change them.
 STATE_KEYS = ("model", "train.ema", "train.batch_size")
+EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM/SIGINT after saving; rerun with --resume latest
+# Consecutive steps with a non-finite loss tolerated under fp16 (its loss scaler skips such steps and
+# recovers); in fp32/bf16 a NaN loss means NaN weights, so one is enough to stop.
+FP16_NONFINITE_STEPS = 20
 
 
 class ImagePool:
@@ -76,6 +84,36 @@ class TrainResult:
     losses: dict[str, float] = field(default_factory=dict)  # last logged values
     checkpoint: Path | None = None
     export: Path | None = None
+    preempted: bool = False  # stopped early by SIGTERM/SIGINT, after a checkpoint
+
+
+@contextlib.contextmanager
+def graceful_stop() -> dict:
+    """On the first SIGTERM/SIGINT, ask the loop to stop after this step; a second one exits at once.
+
+    Cluster schedulers send SIGTERM, then SIGKILL after a grace period: one step plus a checkpoint
+    must fit in it.
+    """
+    state = {"requested": False}
+
+    def handler(signum, frame):
+        if state["requested"]:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        state["requested"] = True
+        print(f"\ncyclestyle: {signal.Signals(signum).name} received: finishing this step and saving a checkpoint "
+              "(send it again to exit at once)", file=sys.stderr, flush=True)
+
+    if threading.current_thread() is not threading.main_thread():  # signals can only be caught there
+        yield state
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield state
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def lr_factor(step: int, total: int, decay: int) -> float:
@@ -112,7 +150,13 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
 
     ``resume``: None, ``"latest"`` (the run's newest checkpoint, or a fresh start if it has none), or a
     checkpoint folder. ``stop_at_step``: stop early at that step with a checkpoint (time-sliced jobs).
+    SIGTERM/SIGINT stop it after the current step with a checkpoint (``TrainResult.preempted``).
     """
+    with graceful_stop() as stop:
+        return _train(cfg, resume, stop_at_step, stop)
+
+
+def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict) -> TrainResult:
     t = cfg.train
     accelerator = Accelerator(mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.grad_accum,
                               cpu=t.cpu, step_scheduler_with_optimizer=False)
@@ -225,6 +269,8 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
     mode = cfg.loss.gan_mode
     logged: dict[str, float] = {}
     folder = export = None
+    preempted = False
+    nonfinite = torch.zeros((), device=device)  # consecutive steps with a non-finite loss, kept on device
     while step < end:
         batch = next(batches)
         real_a = batch["a"].to(device, non_blocking=True)
@@ -287,17 +333,27 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
         if ema is not None:
             ema.update_parameters(generators)
         progress.update(1)
+        finite = torch.isfinite(loss_g.detach()) & torch.isfinite(loss_d.detach())
+        nonfinite = torch.where(finite, torch.zeros_like(nonfinite), nonfinite + 1)
 
         # --- Every N steps: scalars, images, checkpoints ---
-        if step % t.log_every == 0 or step == end:
-            terms["gen_total"], terms["disc_total"] = loss_g, loss_d
-            logged = {k: float(v.detach()) for k, v in terms.items()}  # the only host sync, every log_every steps
-            bad = [k for k, v in logged.items() if not math.isfinite(v)]
-            if bad:
+        checkpoint_due = step % t.checkpoint_every == 0 or step == end
+        if step % t.log_every == 0 or checkpoint_due:
+            # The only host syncs, every log_every steps: a NaN is caught at most log_every steps late,
+            # and never written over a good checkpoint.
+            bad_steps = int(nonfinite)
+            limit = FP16_NONFINITE_STEPS if t.mixed_precision == "fp16" else 1
+            if bad_steps >= limit:
                 last = checkpoint.list_checkpoints(run_dir)
                 raise FloatingPointError(
-                    f"non-finite loss at step {step} ({', '.join(bad)}); last good checkpoint: "
-                    f"{last[-1][1] if last else 'none'}. Try train.mixed_precision=no or a lower train.lr")
+                    f"non-finite loss for {bad_steps} step(s) up to step {step}; stopped without saving. Last good "
+                    f"checkpoint: {last[-1][1] if last else 'none'}. Try a lower train.lr or "
+                    "train.mixed_precision=no, then --resume latest")
+            if bad_steps and checkpoint_due:
+                checkpoint_due = False  # fp16 is skipping steps right now: save at the next good one
+        if step % t.log_every == 0 or step == end:
+            terms["gen_total"], terms["disc_total"] = loss_g, loss_d
+            logged = {k: float(v.detach()) for k, v in terms.items()}
             if writer is not None:
                 for name, value in logged.items():
                     writer.add_scalar(f"loss/{name}", value, step)
@@ -307,8 +363,20 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
             progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
         if writer is not None and (step % t.image_every == 0 or step == end):
             _log_images(writer, sample_generators(), real_a, real_b, step, accelerator)
-        if step % t.checkpoint_every == 0 or step == end:
+        if checkpoint_due:
             folder, export = save(step)
+        # All ranks must agree to stop, or the ones that go on would wait forever in their next collective.
+        requested = stop["requested"]
+        if accelerator.num_processes > 1:
+            requested = bool(accelerator.reduce(torch.tensor(float(requested), device=device), "sum") > 0)
+        if requested and step < end:
+            if not checkpoint_due:
+                folder, export = save(step)
+            preempted = True
+            if is_main:
+                print(f"\ncyclestyle: stopped at step {step} with a checkpoint; continue with --resume latest",
+                      file=sys.stderr, flush=True)
+            break
 
     progress.close()
     if writer is not None:
@@ -323,7 +391,7 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
     return TrainResult(step=step, run_dir=run_dir, num_processes=accelerator.num_processes,
                        generators=dict(sample_generators().items()),
                        discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
-                       losses=logged, checkpoint=folder, export=export)
+                       losses=logged, checkpoint=folder, export=export, preempted=preempted)
 
 
 @torch.no_grad()

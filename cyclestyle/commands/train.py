@@ -18,9 +18,9 @@ def add_parser(sub, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cyclestyle.config import load_config
-    from cyclestyle.training import train
+    from cyclestyle.training import EXIT_PREEMPTED, train
 
     result = train(load_config(args.config, args.overrides), resume=args.resume, stop_at_step=args.stop_at_step)
     if result.step and result.checkpoint is not None:
         print(f"cyclestyle: step {result.step}: checkpoint {result.checkpoint}, generators {result.export}")
-    return 0
+    return EXIT_PREEMPTED if result.preempted else 0

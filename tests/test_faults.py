@@ -1,0 +1,109 @@
+"""Crash, kill, preemption and fault safety (issue: never lose a training run)."""
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cyclestyle import checkpoint, losses
+from cyclestyle.training import EXIT_PREEMPTED, train
+from tests.conftest import tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sigkill_at_random_moments_loses_nothing(tmp_path):
+    spec = importlib.util.spec_from_file_location("kill_harness", ROOT / "tools" / "kill_harness.py")
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    report = harness.run_harness(tmp_path, kills=3, seed=1)
+    assert report["kills"] == 3
+    assert report["checkpoints_verified"] >= 3
+    assert not report["step_went_back"]
+    assert report["completed"]
+    assert report["identical_to_uninterrupted"]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_with_its_code(folders, tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    args = [sys.executable, "-m", "cyclestyle", "train", *tiny_overrides(folders, run), "train.steps=100000",
+            "train.decay_steps=0", "train.checkpoint_every=1000", "train.log_every=5"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (run / "tb").is_dir() and time.time() < deadline:  # training has started
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    sent = time.time()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_PREEMPTED, err[-2000:]
+    assert time.time() - sent < 20  # one step and a checkpoint
+    assert "SIGTERM received" in err and "--resume latest" in err
+    found = checkpoint.list_checkpoints(run)
+    assert len(found) == 1 and 0 < found[0][0] < 1000  # saved where it stopped, not at a schedule step
+    checkpoint.verify_checkpoint(found[0][1])
+
+
+def test_malicious_pickle_in_a_checkpoint_is_refused(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=0")
+    train(cfg)
+    folder = checkpoint.list_checkpoints(cfg.train.run_dir)[-1][1]
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"state": Evil()}, folder / "random_states_0.pkl")
+    with pytest.raises(checkpoint.CheckpointError, match="random_states_0.pkl references code.*system"):
+        train(tiny_cfg("train.steps=4", "train.decay_steps=0"), resume="latest")
+    assert not marker.exists()
+
+
+def test_damaged_checkpoint_file_is_named(tiny_cfg):
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=0")
+    train(cfg)
+    folder = checkpoint.list_checkpoints(cfg.train.run_dir)[-1][1]
+    (folder / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(checkpoint.CheckpointError, match="model.safetensors is damaged"):
+        checkpoint.verify_checkpoint(folder)
+
+
+def test_nan_loss_stops_without_overwriting_the_good_checkpoint(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=0")
+    train(cfg)
+    good = checkpoint.list_checkpoints(cfg.train.run_dir)
+    monkeypatch.setattr(losses, "l1", lambda a, b: torch.tensor(float("nan")))  # fault injection
+    with pytest.raises(FloatingPointError, match="non-finite loss.*step-0000002"):
+        train(tiny_cfg("train.steps=4", "train.decay_steps=0"), resume="latest")
+    assert checkpoint.list_checkpoints(cfg.train.run_dir) == good
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tiny_cfg, monkeypatch):
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=0")
+    train(cfg)
+    good = checkpoint.list_checkpoints(cfg.train.run_dir)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)  # fault injection at the write
+    with pytest.raises(checkpoint.CheckpointError, match="No space left on device.*step-0000002.*is intact"):
+        train(tiny_cfg("train.steps=4", "train.decay_steps=0"), resume="latest")
+    assert checkpoint.list_checkpoints(cfg.train.run_dir) == good
+    assert not list(checkpoint.checkpoints_dir(cfg.train.run_dir).glob(".step-*"))  # no half-written leftovers
+    checkpoint.prune_checkpoints(cfg.train.run_dir, keep=0)  # pruning never deletes the only good one
+    assert checkpoint.list_checkpoints(cfg.train.run_dir) == good
+
+
+def test_same_seed_same_losses(tiny_cfg):
+    first = train(tiny_cfg("train.steps=3", "train.decay_steps=0", run="one"))
+    second = train(tiny_cfg("train.steps=3", "train.decay_steps=0", run="two"))
+    assert first.losses == second.losses and first.losses
