@@ -77,6 +77,24 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
+def find_images(root: Path) -> list[Path]:
+    """Files with an image extension under ``root``, any depth, sorted; symlinked folders followed once.
+
+    os.walk with a set of real paths: pathlib's rglob and resolve() raise or recurse on symlink loops.
+    """
+    seen_dirs: set[str] = set()
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_dirs:
+            dirnames[:] = []
+            continue
+        seen_dirs.add(real)
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
 @dataclass
 class ScanResult:
     files: list[Path]
@@ -93,16 +111,7 @@ def scan_folder(root: str | Path, label: str = "folder", check: bool = True) -> 
     if not root.is_dir():
         raise DataError(f"{label} folder not found: {root} (set it in the config or as data.root_a=... / "
                         "data.root_b=...)")
-    seen_dirs: set[str] = set()
-    candidates: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen_dirs:
-            dirnames[:] = []
-            continue
-        seen_dirs.add(real)
-        dirnames.sort()
-        candidates += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+    candidates = find_images(root)
     files, skipped = [], []
     for path in candidates:
         why = _header_problem(path) if check else None

@@ -23,8 +23,10 @@ def export_model(checkpoint_path: str | Path, output: str | Path, fmt: str = "on
     output.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, 3, *example_size)
     if fmt == "torchscript":
-        traced = torch.jit.trace(net, example, check_trace=False)
-        torch.jit.save(traced, str(output), _extra_files={"size_multiple": str(meta["size_multiple"])})
+        with warnings.catch_warnings():  # tracer notes about shape checks inside instance norm: benign here
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(net, example, check_trace=False)
+            torch.jit.save(traced, str(output), _extra_files={"size_multiple": str(meta["size_multiple"])})
     elif fmt == "onnx":
         try:
             import onnx

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from torch import nn
 
 from cyclestyle import checkpoint, nets
 from cyclestyle.config import ModelConfig
-from cyclestyle.data import IMAGE_EXTENSIONS, ImageReadError, load_image
+from cyclestyle.data import ImageReadError, find_images, load_image
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
@@ -265,14 +266,7 @@ def list_inputs(input_path: Path) -> list[tuple[Path, Path]]:
         return [(input_path, Path(input_path.name))]
     if not input_path.is_dir():
         raise FileNotFoundError(f"input not found: {input_path}")
-    found, seen = [], set()
-    for path in sorted(input_path.rglob("*")):
-        if path.suffix.lower() in IMAGE_EXTENSIONS and not path.is_dir():
-            real = path.resolve() if path.exists() else path
-            if real not in seen:
-                seen.add(real)
-                found.append((path, path.relative_to(input_path)))
-    return found
+    return [(path, path.relative_to(input_path)) for path in find_images(input_path)]
 
 
 def translate_folder(translator: Translator, input_path, output_dir, fmt="png", overwrite=False, size=None,
@@ -284,11 +278,12 @@ def translate_folder(translator: Translator, input_path, output_dir, fmt="png", 
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     input_path, output_dir = Path(input_path), Path(output_dir)
     inputs = list_inputs(input_path)
-    input_files = {p.resolve() for p, _ in inputs}
+    input_files = {os.path.realpath(p) for p, _ in inputs}  # realpath: no error on symlink loops
     summary = Summary()
     started = time.perf_counter()
-    # Without tiling, a huge image would be translated in one piece: refuse it (PIL's bomb limit) and
-    # say how to do it. With tiling, memory is bounded by the tile, so PIL's limit is lifted.
+    # Without tiling, a huge image would be translated in one piece: refuse anything over PIL's bomb
+    # warning limit (89 Mpx) and say how to do it. Tiled, the network's memory is bounded by the tile;
+    # the decoded image itself still has to fit, so PIL's hard limit (2x that) stays.
     limit = None if tile else (max_pixels or Image.MAX_IMAGE_PIXELS)
     pending: list[tuple[Path, torch.Tensor]] = []
 
@@ -304,7 +299,7 @@ def translate_folder(translator: Translator, input_path, output_dir, fmt="png", 
     bar = tqdm(inputs, disable=not progress, unit="img", dynamic_ncols=True)
     for path, rel in bar:
         target = output_dir / rel.with_suffix(FORMATS[fmt])
-        if target.resolve() in input_files:
+        if os.path.realpath(target) in input_files:
             summary.skipped.append((path, f"output {target} would overwrite an input; choose another --output"))
             continue
         if target.exists() and not overwrite:
@@ -332,23 +327,19 @@ def translate_folder(translator: Translator, input_path, output_dir, fmt="png", 
 
 
 def _open_limited(path: Path, max_pixels: int | None) -> Image.Image:
-    previous = Image.MAX_IMAGE_PIXELS
-    try:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-        if max_pixels is not None:
-            try:
-                with Image.open(path) as probe:
-                    pixels = probe.size[0] * probe.size[1]
-            except Image.DecompressionBombError:
-                pixels = max_pixels + 1
-            except Exception:
-                pixels = 0  # not an image: load_image below says why
-            if pixels > max_pixels:
-                raise ImageReadError(f"cannot read image {path}: over the {max_pixels} px limit for untiled "
-                                     "translation (a decompression bomb, or just huge); use --tile 512")
-        return load_image(path)
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous
+    """Decode ``path``, refusing images over ``max_pixels`` (None: PIL's own bomb limit, 2x its warning)."""
+    if max_pixels is not None:
+        try:
+            with Image.open(path) as probe:
+                pixels = probe.size[0] * probe.size[1]
+        except Image.DecompressionBombError:
+            pixels = max_pixels + 1
+        except Exception:
+            pixels = 0  # not an image: load_image below says why
+        if pixels > max_pixels:
+            raise ImageReadError(f"cannot read image {path}: over the {max_pixels} px limit for untiled "
+                                 "translation (a decompression bomb, or just huge); use --tile 512")
+    return load_image(path)
 
 
 def _save(image: Image.Image, target: Path) -> None:

@@ -53,3 +53,58 @@ def tiny_cfg(folders, tmp_path):
         return load_config(None, tiny_overrides(folders, tmp_path / run, *extra))
 
     return make
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+@pytest.fixture
+def hostile_corpus(tmp_path):
+    """A folder of everything users' scraped datasets contain. Returns (folder, good names, bad names).
+
+    good: decoded and used (odd modes converted). bad: skipped and counted, each with a reason.
+    """
+    import io
+    import os
+    import struct
+    import zlib
+
+    root = tmp_path / "hostile"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    photo.save(root / "ok.jpg")
+    (root / "zero.jpg").write_bytes(b"")
+    jpg, png = io.BytesIO(), io.BytesIO()
+    photo.save(jpg, "JPEG")
+    photo.save(png, "PNG")
+    (root / "truncated.jpg").write_bytes(jpg.getvalue()[: len(jpg.getvalue()) // 3])
+    (root / "truncated.png").write_bytes(png.getvalue()[: len(png.getvalue()) // 3])
+    (root / "random.jpg").write_bytes(rng.integers(0, 255, 3000, dtype=np.uint8).tobytes())
+    (root / "text.png").write_text("this is not an image\n")
+    photo.save(root / "png_named.jpg", "PNG")  # wrong extension: read by content
+    photo.convert("CMYK").save(root / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65535, (20, 30))).astype(np.uint16)).save(root / "deep16.png")
+    pal = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    pal.save(root / "palette_alpha.png", transparency=0)
+    photo.convert("L").save(root / "gray.png")
+    Image.new("RGB", (1, 1), (200, 10, 10)).save(root / "one_pixel.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo.save(root / "rotated.jpg", exif=exif)
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)  # declares 10 Gpx
+    (root / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+                                    + _png_chunk(b"IDAT", zlib.compress(b"")) + _png_chunk(b"IEND", b""))
+    os.symlink(root / "loop_b.jpg", root / "loop_a.jpg")  # a symlink loop
+    os.symlink(root / "loop_a.jpg", root / "loop_b.jpg")
+    (root / "folder.jpg").mkdir()  # a directory named like an image: searched as a folder
+    photo.save(root / "folder.jpg" / "inside.png")
+    good = {"ok.jpg", "png_named.jpg", "cmyk.jpg", "deep16.png", "palette_alpha.png", "gray.png", "one_pixel.png",
+            "rotated.jpg", "inside.png"}
+    header_bad = {"zero.jpg", "random.jpg", "text.png", "bomb.png", "loop_a.jpg", "loop_b.jpg"}
+    decode_bad = {"truncated.jpg", "truncated.png"}  # headers are fine: found only when decoded
+    return root, good, header_bad, decode_bad

@@ -107,3 +107,46 @@ def test_same_seed_same_losses(tiny_cfg):
     first = train(tiny_cfg("train.steps=3", "train.decay_steps=0", run="one"))
     second = train(tiny_cfg("train.steps=3", "train.decay_steps=0", run="two"))
     assert first.losses == second.losses and first.losses
+
+
+def test_hostile_corpus_in_training_data(hostile_corpus):
+    import warnings
+
+    from cyclestyle.data import UnpairedDataset, build_transform, scan_folder
+
+    root, good, header_bad, decode_bad = hostile_corpus
+    with pytest.warns(UserWarning, match=f"skipped {len(header_bad)} unreadable file"):
+        scan = scan_folder(root, "data.root_a")
+    assert {p.name for p in scan.files} == good | decode_bad
+    assert {p.name for p, _ in scan.skipped} == header_bad
+    reasons = dict((p.name, why) for p, why in scan.skipped)
+    assert "decompression bomb" in reasons["bomb.png"] and reasons["zero.jpg"] == "empty file"
+    ds = UnpairedDataset(scan.files, scan.files, build_transform(32, 36), draft_size=36)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        samples = [ds[(i, i, i)] for i in range(len(scan.files))]
+    assert all(s["a"].shape == (3, 32, 32) and torch.isfinite(s["a"]).all() for s in samples)
+    assert {name for name in decode_bad if any(name in str(w.message) for w in caught)} == decode_bad
+
+
+def test_hostile_corpus_in_translate(hostile_corpus, tmp_path):
+    from tests.test_translate import make_export
+    from cyclestyle.translate import Translator
+
+    root, good, header_bad, decode_bad = hostile_corpus
+    path, _ = make_export(tmp_path / "g.safetensors")
+    t = Translator.load(path, device="cpu")
+    with pytest.warns(UserWarning):
+        summary = t.translate_folder(root, tmp_path / "out", batch_size=4)
+    assert summary.n_done == len(good)
+    assert {p.name for p, _ in summary.skipped} == header_bad | decode_bad
+    bomb = next(why for p, why in summary.skipped if p.name == "bomb.png")
+    assert "--tile" in bomb
+    from PIL import Image
+
+    assert Image.open(tmp_path / "out" / "one_pixel.png").size == (1, 1)
+    assert Image.open(tmp_path / "out" / "rotated.png").size == (48, 64)
+    assert (tmp_path / "out" / "folder.jpg" / "inside.png").is_file()
+    with pytest.warns(UserWarning):
+        tiled = t.translate_folder(root, tmp_path / "tiled", tile=32, overlap=8)
+    assert tiled.n_done == len(good) and "bomb.png" in {p.name for p, _ in tiled.skipped}
