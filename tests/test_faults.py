@@ -150,3 +150,33 @@ def test_hostile_corpus_in_translate(hostile_corpus, tmp_path):
     with pytest.warns(UserWarning):
         tiled = t.translate_folder(root, tmp_path / "tiled", tile=32, overlap=8)
     assert tiled.n_done == len(good) and "bomb.png" in {p.name for p, _ in tiled.skipped}
+
+
+def test_sigterm_to_one_ddp_rank_stops_all_ranks_with_one_checkpoint(folders, tmp_path):
+    """2 processes (gloo): only rank 1 gets SIGTERM; all ranks agree to stop at the same step and save once."""
+    import psutil
+
+    run = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "cyclestyle", "train", *tiny_overrides(folders, run), "train.steps=100000", "train.decay_steps=0",
+           "train.checkpoint_every=1000", "train.log_every=5"]
+    launcher = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 90
+    while not (run / "tb").is_dir() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.5)
+    workers = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "cyclestyle" in " ".join(p.cmdline())]
+    assert len(workers) == 2
+    rank1 = next(p for p in workers if p.environ().get("RANK") == "1")
+    rank1.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=90)
+    found = checkpoint.list_checkpoints(run)
+    assert len(found) == 1 and 0 < found[0][0] < 1000, err[-2000:]
+    names = {p.name for p in found[0][1].iterdir()}
+    assert {"rank_state_0.pt", "rank_state_1.pt", "random_states_0.pkl", "random_states_1.pkl"} <= names
+    checkpoint.verify_checkpoint(found[0][1])
+    assert "stopped at step" in err
+    # each rank exits with EXIT_PREEMPTED; torch's launcher reports that as its own failure (exit 1)
+    assert launcher.returncode != 0 and f"exitcode  : {EXIT_PREEMPTED}" in err
