@@ -17,6 +17,9 @@ COMMANDS = {
     "show-config": "cyclestyle.commands.show_config",
     "translate": "cyclestyle.commands.translate",
     "export": "cyclestyle.commands.export",
+    "evaluate": "cyclestyle.commands.evaluate",
+    "fid": "cyclestyle.commands.fid",
+    "stylize": "cyclestyle.commands.stylize",
 }
 
 
@@ -35,10 +38,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cyclestyle.checkpoint import CheckpointError
     from cyclestyle.config import ConfigError
     from cyclestyle.data import DataError
+    from cyclestyle.evaluation import EvaluationError
     from cyclestyle.vgg import VGGWeightsError
 
     # FloatingPointError: training diverged (NaN); the message names the last good checkpoint.
-    return ConfigError, DataError, CheckpointError, VGGWeightsError, FileNotFoundError, FloatingPointError
+    return (ConfigError, DataError, CheckpointError, VGGWeightsError, EvaluationError, FileNotFoundError,
+            FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -68,8 +68,9 @@ class TrainConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     pool_size: int = 50  # history of generated images shown to D (Shrivastava et al. 2017); 0 = off
-    mixed_precision: str = "no"  # no | fp16 | bf16
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16 (auto: bf16 where the hardware has it)
     cpu: bool = False  # force CPU even when a GPU is present
+    compile: bool = False  # torch.compile the networks (slow first step; falls back to eager on errors)
     ema: bool = False  # keep an exponential moving average of generator weights
     ema_decay: float = 0.999
     seed: int = 0
@@ -92,7 +93,7 @@ CHOICES = {
     "model.norm": ("instance", "none"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
-    "train.mixed_precision": ("no", "fp16", "bf16"),
+    "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
 }
 
 

@@ -35,15 +35,19 @@ def _hub_checkpoint_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
-def _missing_message(cause: str) -> str:
+def _missing_message(cause: str, option: str = "loss.vgg_weights") -> str:
+    # Only training can do without VGG (style loss off); `cyclestyle stylize` cannot, so no such hint there.
+    off = ", or turn the style loss off with loss.style_ab=0 loss.style_ba=0" if option == "loss.vgg_weights" else ""
     return (f"the VGG-19 ImageNet weights needed by the style loss could not be loaded ({cause}). "
             f"Either download {TORCHVISION_URL} on a machine with internet and put it at "
-            f"{_hub_checkpoint_path()} (or anywhere, and pass loss.vgg_weights=/path/to/{TORCHVISION_FILE}), "
-            "or turn the style loss off with loss.style_ab=0 loss.style_ba=0.")
+            f"{_hub_checkpoint_path()} (or anywhere, and pass {option}=/path/to/{TORCHVISION_FILE}){off}.")
 
 
-def load_vgg19_features(weights: str = "imagenet") -> nn.Sequential:
-    """``torchvision.models.vgg19().features`` with ``weights`` = imagenet | a file path | random."""
+def load_vgg19_features(weights: str = "imagenet", option: str = "loss.vgg_weights") -> nn.Sequential:
+    """``torchvision.models.vgg19().features`` with ``weights`` = imagenet | a file path | random.
+
+    ``option`` is the setting through which the user chose ``weights``; error messages name it.
+    """
     from torchvision.models import VGG19_Weights, vgg19
 
     if weights == "random":
@@ -52,21 +56,21 @@ def load_vgg19_features(weights: str = "imagenet") -> nn.Sequential:
         try:
             return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
         except Exception as err:  # URLError, HTTPError, hash mismatch, truncated cache file...
-            raise VGGWeightsError(_missing_message(f"{type(err).__name__}: {err}")) from None
+            raise VGGWeightsError(_missing_message(f"{type(err).__name__}: {err}", option)) from None
     path = Path(os.path.expanduser(weights))
     if not path.is_file():
-        raise VGGWeightsError(_missing_message(f"loss.vgg_weights file not found: {path}"))
+        raise VGGWeightsError(_missing_message(f"{option} file not found: {path}", option))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise VGGWeightsError(f"loss.vgg_weights file {path} is not a loadable state_dict: {err}") from None
+        raise VGGWeightsError(f"{option} file {path} is not a loadable state_dict: {err}") from None
     # Accept torchvision's full-model file ("features.0.weight", "classifier...") or features only.
     features_state = {k.removeprefix("features."): v for k, v in state.items() if not k.startswith("classifier.")}
     features = vgg19(weights=None).features
     try:
         features.load_state_dict(features_state)
     except RuntimeError as err:
-        raise VGGWeightsError(f"loss.vgg_weights file {path} does not hold VGG-19 weights: "
+        raise VGGWeightsError(f"{option} file {path} does not hold VGG-19 weights: "
                               f"{str(err).splitlines()[0]}") from None
     return features
 
@@ -74,7 +78,8 @@ def load_vgg19_features(weights: str = "imagenet") -> nn.Sequential:
 class VGGFeatures(nn.Module):
     """Frozen VGG-19 returning the activations at ``layers`` for images in [-1, 1]."""
 
-    def __init__(self, weights: str = "imagenet", layers: tuple[str, ...] = STYLE_LAYERS):
+    def __init__(self, weights: str = "imagenet", layers: tuple[str, ...] = STYLE_LAYERS,
+                 option: str = "loss.vgg_weights"):
         super().__init__()
         for name in layers:
             if name not in VGG19_RELU:
@@ -82,7 +87,7 @@ class VGGFeatures(nn.Module):
         self.layers = tuple(layers)
         self._index = {VGG19_RELU[name]: name for name in layers}
         # Only the convolutions up to the deepest requested layer are kept (and run).
-        self.features = load_vgg19_features(weights)[: max(self._index) + 1]
+        self.features = load_vgg19_features(weights, option)[: max(self._index) + 1]
         self.features.eval().requires_grad_(False)
         self.channels = [self.features[VGG19_RELU[name] - 1].out_channels for name in layers]  # conv before ReLU
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -104,6 +109,13 @@ class VGGFeatures(nn.Module):
         """Gram matrix of each layer, in ``self.layers`` order, each (N, C, C) in fp32."""
         feats = self(x)
         return [gram_matrix(feats[name]) for name in self.layers]
+
+    def grams_and_features(self, x: torch.Tensor, gram_layers: tuple[str, ...] | None = None
+                           ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor]]:
+        """One forward pass: the Grams of ``gram_layers`` (default: all layers), in that order, and the raw
+        activations of every layer (for a content loss beside the style loss, as in ``cyclestyle.stylize``)."""
+        feats = self(x)
+        return [gram_matrix(feats[name]) for name in (gram_layers or self.layers)], feats
 
 
 def gram_matrix(feat: torch.Tensor) -> torch.Tensor:

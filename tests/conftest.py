@@ -44,7 +44,8 @@ def tiny_overrides(folders, run_dir, *extra) -> list[str]:
     return [f"data.root_a={a}", f"data.root_b={b}", "data.load_size=36", "data.crop_size=32",
             "data.num_workers=0", "model.generator=resnet_6blocks", "model.ngf=8", "model.ndf=8",
             "loss.style_ab=0", f"train.run_dir={run_dir}", "train.steps=4", "train.decay_steps=2",
-            "train.log_every=1", "train.image_every=2", "train.checkpoint_every=2", "train.cpu=true", *extra]
+            "train.log_every=1", "train.image_every=2", "train.checkpoint_every=2", "train.cpu=true",
+            "train.mixed_precision=no", *extra]
 
 
 @pytest.fixture

@@ -28,6 +28,14 @@ def params(modules):
     return {f"{name}.{k}": v.detach().clone() for name, m in modules.items() for k, v in m.state_dict().items()}
 
 
+def test_auto_precision_is_bf16_where_the_hardware_has_it():
+    from cyclestyle.training import resolve_precision
+
+    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_precision("auto", cpu=True) == ("bf16" if native_bf16 else "no")
+    assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
+
+
 def test_lr_schedule_constant_then_linear_to_zero():
     assert [lr_factor(s, 10, 4) for s in range(11)] == [1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25, 0.0]
     assert lr_factor(5, 10, 0) == 1.0
@@ -132,6 +140,7 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tiny_cfg):
 
 def test_bf16_autocast_steps_are_finite_and_learn(tiny_cfg):
     cfg = tiny_cfg("train.mixed_precision=bf16", "loss.style_ab=10", "loss.vgg_weights=random")
+    assert cfg.train.mixed_precision == "bf16"
     init = nets.build_generator(cfg.model)
     result = train(cfg)
     assert all(math.isfinite(v) for v in result.losses.values())
@@ -155,6 +164,13 @@ def test_gradient_accumulation_matches_larger_batch(tiny_cfg):
     # so count them instead of demanding elementwise closeness.
     assert (diff > 1e-4).float().mean() < 0.01  # measured: 0.0036
     assert diff.median() < 1e-6
+
+
+def test_compile_path_runs_with_finite_losses(tiny_cfg):
+    result = train(tiny_cfg("train.compile=true", "train.steps=2", "train.decay_steps=0"))
+    assert result.step == 2 and all(math.isfinite(v) for v in result.losses.values())
+    weights, _ = checkpoint.read_export(result.export)  # compiled modules unwrap to plain state dicts
+    assert not any("_orig_mod" in k for k in weights["gen_ab"])
 
 
 def test_hinge_r1_and_unet_run(tiny_cfg):

@@ -1,0 +1,210 @@
+#!/usr/bin/env python
+"""Training and translation speed (a script, not a test): one table, ratios against plain fp32 eager.
+
+Each mode runs the real ``cyclestyle.training.train`` loop (data loading included) on synthetic images
+in a fresh subprocess, so that its peak memory is its own: N warm-up + M timed optimizer steps, median
+seconds per step. FLOPs of one step are counted with ``torch.utils.flop_counter``; "% peak" compares the
+achieved FLOP/s with the best of a large matmul and a large convolution in the same precision, measured
+in the same run (these machines are
+shared and noisy: compare the ratios of one run, not figures across runs).
+
+    python tools/benchmark.py --size 256 --modes fp32 bf16 bf16+compile
+    python tools/benchmark.py --size 128 --json bench128.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MODES = {  # name -> (train.mixed_precision, train.compile)
+    "fp32": ("no", False),
+    "bf16": ("bf16", False),
+    "fp16": ("fp16", False),
+    "fp32+compile": ("no", True),
+    "bf16+compile": ("bf16", True),
+    "fp16+compile": ("fp16", True),
+}
+
+
+def synthetic_folders(root: Path, size: int, n: int = 8) -> tuple[Path, Path]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for domain in ("A", "B"):
+        folder = root / domain
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size + 30, size + 30, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root / "A", root / "B"
+
+
+def run_training(args) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cyclestyle.config import load_config
+    from cyclestyle.training import train
+
+    precision, compile_ = MODES[args.mode]
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = synthetic_folders(Path(tmp), args.size)
+        total = args.warmup + args.steps
+        overrides = [f"data.root_a={a}", f"data.root_b={b}", f"data.load_size={args.size + 30}",
+                     f"data.crop_size={args.size}", f"data.num_workers={args.workers}",
+                     f"model.generator={args.generator}", f"model.ngf={args.ngf}",
+                     f"loss.style_ab={args.style}", "loss.vgg_weights=random", f"train.run_dir={tmp}/run",
+                     f"train.steps={total}", "train.decay_steps=0", f"train.batch_size={args.batch}",
+                     f"train.mixed_precision={precision}", f"train.compile={str(compile_).lower()}",
+                     f"train.log_every={10**6}", f"train.image_every={10**6}", f"train.checkpoint_every={10**6}"]
+        stamps: list[float] = []
+        flops = FlopCounterMode(display=False)
+
+        def on_step(step: int) -> None:
+            stamps.append(time.perf_counter())
+            if step == args.warmup:  # count the FLOPs of exactly one warm step
+                flops.__enter__()
+            elif step == args.warmup + 1:
+                flops.__exit__(None, None, None)
+
+        start = time.perf_counter()
+        train(load_config(None, overrides), on_step=on_step)
+    times = [t1 - t0 for t0, t1 in zip(stamps[args.warmup:], stamps[args.warmup + 1:])]
+    times = [t for i, t in enumerate(times) if i != 0]  # the FLOP-counted step runs slower
+    return {"first_step_s": stamps[0] - start, "median_s": statistics.median(times), "min_s": min(times),
+            "max_s": max(times), "flops": flops.get_total_flops()}
+
+
+def run_translation(args) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cyclestyle.config import ModelConfig
+    from cyclestyle.nets import build_generator
+    from cyclestyle.translate import Translator
+
+    precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}[MODES[args.mode][0]]
+    net = build_generator(ModelConfig(generator=args.generator, ngf=args.ngf))
+    if MODES[args.mode][1]:
+        net = torch.compile(net)
+    t = Translator(net, 4, args.device, precision)
+    x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
+    start = time.perf_counter()
+    t.translate_tensor(x)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        t.translate_tensor(x)
+        times.append(time.perf_counter() - start)
+    flops = FlopCounterMode(display=False)
+    with flops:
+        Translator(build_generator(ModelConfig(generator=args.generator, ngf=args.ngf)), 4, "cpu",
+                   "fp32").translate_tensor(x)
+    return {"first_step_s": first, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "flops": flops.get_total_flops()}
+
+
+def measured_peak(dtype_name: str, device: str, reps: int = 5) -> float:
+    """The best FLOP/s of a large matmul and a large 3x3 convolution (oneDNN's conv kernels can beat
+    its sgemm on CPUs) in this precision: the practical peak of this machine for this workload."""
+    import torch
+    import torch.nn.functional as F
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    if device == "cpu" and dtype == torch.float16:
+        dtype = torch.float32  # no fp16 units on CPU
+    n = 4096
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    x = torch.randn(1, 256, 64, 64, device=device, dtype=dtype)
+    w = torch.randn(256, 256, 3, 3, device=device, dtype=dtype)
+    cases = [(lambda: a @ b, 2 * n**3), (lambda: F.conv2d(x, w, padding=1), 2 * 256 * 256 * 9 * 64 * 64)]
+    best = 0.0
+    for fn, flops in cases:
+        fn()
+        for _ in range(reps):
+            if device != "cpu":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            fn()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            best = max(best, flops / (time.perf_counter() - start))
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--steps", type=int, default=8, help="timed steps (and translation batches)")
+    p.add_argument("--modes", nargs="+", default=["fp32", "bf16", "bf16+compile"], choices=list(MODES))
+    p.add_argument("--generator", default="resnet_9blocks")
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--style", type=float, default=0.0, help="style loss weight (random VGG); 0 = reference loss set")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (translation rows; training follows accelerate)")
+    p.add_argument("--no-translate", action="store_true")
+    p.add_argument("--json", default=None)
+    p.add_argument("--child", choices=("train", "translate"), help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        result = (run_training if args.child == "train" else run_translation)(args)
+        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        except Exception:
+            pass
+        print("RESULT " + json.dumps(result))
+        return
+
+    import torch
+
+    device_name = torch.cuda.get_device_name() if args.device != "cpu" else f"CPU, {os.cpu_count()} cores"
+    peaks = {name: measured_peak(name, args.device) for name in ("fp32", "bf16")}
+    rows = []
+    for child in ("train",) + (() if args.no_translate else ("translate",)):
+        for mode in args.modes:
+            cmd = [sys.executable, __file__, "--child", child, "--mode", mode] + sys.argv[1:]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+            if done.returncode or not line:
+                print(f"{child} {mode} failed:\n{done.stderr[-3000:]}", file=sys.stderr)
+                continue
+            rows.append({"what": child, "mode": mode, **json.loads(line[-1][7:])})
+    base = {r["what"]: r["median_s"] for r in rows if r["mode"] == "fp32"}
+    print(f"\n{device_name}; {args.generator} ngf {args.ngf}, {args.size}x{args.size}, batch {args.batch}; "
+          f"measured peak fp32 {peaks['fp32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s")
+    print("| what | mode | median s/iter (min-max) | img/s | first iter s | peak RSS MB | GFLOP/iter | TFLOP/s "
+          "| % of peak | vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        achieved = r["flops"] / r["median_s"]
+        peak = peaks["bf16" if r["mode"].startswith(("bf16", "fp16")) else "fp32"]
+        ratio = base.get(r["what"], float("nan")) / r["median_s"]
+        r.update(tflops=achieved / 1e12, pct_peak=100 * achieved / peak, vs_fp32=ratio,
+                 images_per_s=args.batch / r["median_s"])
+        print(f"| {r['what']} | {r['mode']} | {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) | "
+              f"{r['images_per_s']:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.0f} | "
+              f"{r['tflops']:.3f} | {r['pct_peak']:.1f} | {ratio:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": device_name, "peaks": peaks, "args": vars(args),
+                                               "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
