@@ -126,14 +126,6 @@ class Extractor:
         return out[0].float().cpu().numpy()
 
 
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
-
-
 def resolve_weights(weights: str | None = None) -> str:
     """The Inception weights to use: ``weights`` (a file or ``random``), else $CYCLESTYLE_INCEPTION_WEIGHTS,
     else torch hub's cached file, downloaded there first if it is missing (needs internet)."""
@@ -165,7 +157,9 @@ def load_inception(weights: str | None = None, device: str = "auto") -> Extracto
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     resolved = resolve_weights(weights)
-    dev = _resolve_device(device)
+    from cyclestyle.translate import resolve_device  # one device rule for every command
+
+    dev = resolve_device(device)
     if resolved == "random":
         net, sha, name = _random_inception([INCEPTION_LAYER]), "random-kaiming-seed0", f"{INCEPTION_NAME} (RANDOM)"
     else:
