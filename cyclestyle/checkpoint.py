@@ -193,14 +193,18 @@ def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict, dict | None]
 
 
 def export_generators(path: str | Path, generators: dict[str, nn.Module], model_config: dict, step: int,
-                      ema: bool) -> Path:
-    """Write ``{"gen_ab": ..., "gen_ba": ...}`` weights and the model config to one safetensors file."""
+                      ema: bool, extra: dict | None = None) -> Path:
+    """Write ``{"gen_ab": ..., "gen_ba": ...}`` weights and the model config to one safetensors file.
+
+    ``extra``: more metadata, each value stored as JSON (e.g. the validation scores of a ``best`` export).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"{name}.{key}": value.detach().cpu().contiguous()
                for name, net in generators.items() for key, value in net.state_dict().items()}
     metadata = {"format": EXPORT_FORMAT, "version": "1", "model": json.dumps(model_config),
-                "step": str(step), "ema": str(ema).lower()}
+                "step": str(step), "ema": str(ema).lower(),
+                **{key: json.dumps(value) for key, value in (extra or {}).items()}}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata=metadata)
     os.replace(tmp, path)
@@ -223,6 +227,8 @@ def read_export(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], d
     if metadata.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{path} is not a cyclestyle generator export (no '{EXPORT_FORMAT}' metadata)")
     metadata["model"] = json.loads(metadata["model"])
+    if "validation" in metadata:  # a `best` export: the scores that made it best
+        metadata["validation"] = json.loads(metadata["validation"])
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         name, _, param = key.partition(".")

@@ -81,11 +81,24 @@ class TrainConfig:
 
 
 @dataclass
+class ValidationConfig:
+    every: int = 0  # FID/KID of a fixed validation subset every N steps (0 = off)
+    root_a: Optional[str] = None  # held-out domain A images (source of a2b, reference of b2a)
+    root_b: Optional[str] = None  # held-out domain B images (reference of a2b, source of b2a)
+    num_images: int = 50  # the first N images (sorted paths) of each folder: the same subset every time
+    direction: str = "a2b"  # a2b | b2a | both: which translations are scored
+    metric: str = "fid"  # fid | kid: what `best` is chosen by (lower is better; mean over the directions)
+    inception_weights: Optional[str] = None  # FID Inception weights file (null: $CYCLESTYLE_INCEPTION_WEIGHTS or torch hub cache)
+    batch_size: int = 8  # images per generator / Inception forward
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
 
 
 CHOICES = {
@@ -94,6 +107,8 @@ CHOICES = {
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
+    "validation.direction": ("a2b", "b2a", "both"),
+    "validation.metric": ("fid", "kid"),
 }
 
 
@@ -161,9 +176,10 @@ def validate(cfg: Config) -> None:
 
     positive = ["data.load_size", "data.crop_size", "model.ngf", "model.ndf", "model.d_layers", "train.steps",
                 "train.batch_size", "train.grad_accum", "train.lr", "train.log_every", "train.image_every",
-                "train.checkpoint_every", "train.keep_checkpoints"]
+                "train.checkpoint_every", "train.keep_checkpoints", "validation.batch_size"]
     non_negative = ["data.num_workers", "model.init_gain", "loss.lambda_cycle", "loss.lambda_identity",
-                    "loss.style_ab", "loss.style_ba", "loss.r1_gamma", "train.decay_steps", "train.pool_size"]
+                    "loss.style_ab", "loss.style_ba", "loss.r1_gamma", "train.decay_steps", "train.pool_size",
+                    "validation.every"]
     for key in positive:
         if not get(cfg, key) > 0:
             fail(key, f"must be > 0, got {get(cfg, key)}")
@@ -183,6 +199,13 @@ def validate(cfg: Config) -> None:
         fail("data.crop_size", f"{cfg.model.generator} needs a multiple of {multiple}, got {cfg.data.crop_size}")
     if cfg.loss.style_reference is not None and not Path(cfg.loss.style_reference).is_file():
         fail("loss.style_reference", f"file not found: {cfg.loss.style_reference}")
+    if cfg.validation.every:
+        for key in ("validation.root_a", "validation.root_b"):
+            if not get(cfg, key):
+                fail(key, f"is not set, but validation.every={cfg.validation.every} needs it: pass a folder of "
+                     "held-out images (or validation.every=0 to turn validation off)")
+        if cfg.validation.num_images < 2:
+            fail("validation.num_images", f"FID/KID need at least 2 images, got {cfg.validation.num_images}")
 
 
 def get(cfg: Any, dotted: str) -> Any:

@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from cyclestyle import checkpoint, config as config_lib, losses, nets
 from cyclestyle.config import Config, ConfigError
 from cyclestyle.data import build_loader, build_transform, load_image
+from cyclestyle.validation import Validator
 from cyclestyle.vgg import VGGFeatures
 
 # Config keys that change the shape or meaning of saved state: a resume must not change them.
@@ -196,6 +197,8 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     # --- Style loss network: fails here, before training starts, if the VGG weights are missing ---
     use_style = {"ab": cfg.loss.style_ab > 0, "ba": cfg.loss.style_ba > 0}
     vgg = VGGFeatures(cfg.loss.vgg_weights).to(device) if any(use_style.values()) else None
+    # --- Validation: the held-out subset and the FID Inception (missing weights fail here too) ---
+    validator = Validator(cfg, accelerator) if cfg.validation.every else None
 
     # --- Data ---
     loader = build_loader(cfg.data, t.seed, t.batch_size, accelerator.process_index, accelerator.num_processes,
@@ -243,6 +246,8 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
             ema.load_state_dict(shared["ema"])
         for direction, target in targets.items():
             target.load_state_dict(shared[f"style_target_{direction}"])
+        if validator is not None and "validation_best" in shared:
+            validator.best.load_state_dict(shared["validation_best"])
         if rank_state is not None:
             for name, pool in pools.items():
                 pool.load_state_dict(rank_state[f"pool_{name}"], device)
@@ -254,6 +259,8 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         shared = {f"style_target_{d}": target.state_dict() for d, target in targets.items()}
         if ema is not None:
             shared["ema"] = ema.state_dict()
+        if validator is not None:
+            shared["validation_best"] = validator.best.state_dict()
         rank_state = {f"pool_{name}": pool.state_dict() for name, pool in pools.items()}
         folder = checkpoint.save_checkpoint(accelerator, run_dir, step, shared, rank_state,
                                             {"num_processes": accelerator.num_processes}, t.keep_checkpoints)
@@ -388,6 +395,16 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
             progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
         if writer is not None and (step % t.image_every == 0 or step == end):
             _log_images(writer, sample_generators(), real_a, real_b, step, accelerator)
+        if validator is not None and (step % cfg.validation.every == 0 or step == end):
+            scores = validator(sample_generators(), step)  # every rank: the features are gathered
+            if scores is not None:
+                _record_validation(scores, step, writer, progress)
+                if scores["improved"]:
+                    checkpoint.export_generators(
+                        run_dir / "generators" / "best.safetensors", dict(sample_generators().items()),
+                        config_lib.to_dict(cfg)["model"], step, ema=ema is not None,
+                        extra={"validation": {"metric": cfg.validation.metric,
+                                              **{k: v for k, v in scores.items() if k != "improved"}}})
         if checkpoint_due:
             folder, export = save(step)
         # All ranks must agree to stop, or the ones that go on would wait forever in their next collective.
@@ -417,6 +434,14 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
                        generators=dict(sample_generators().items()),
                        discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
                        losses=logged, checkpoint=folder, export=export, preempted=preempted)
+
+
+def _record_validation(scores: dict[str, float], step: int, writer, progress) -> None:
+    figures = {k: v for k, v in scores.items() if k not in ("score", "improved")}
+    for name, value in figures.items():
+        writer.add_scalar(f"val/{name}", value, step)
+    text = ", ".join(f"{k} {v:.4g}" for k, v in figures.items() if not k.startswith("kid_std"))
+    progress.write(f"validation at step {step}: {text}" + (" (best so far)" if scores["improved"] else ""))
 
 
 @torch.no_grad()

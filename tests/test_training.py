@@ -200,7 +200,10 @@ def test_two_process_ddp_on_cpu(folders, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            str(ROOT / "tests" / "ddp_train.py"), str(out),
            *tiny_overrides(folders, tmp_path / "ddp"), "train.steps=3", "train.decay_steps=0",
-           "train.checkpoint_every=3", "loss.style_ab=10", "loss.vgg_weights=random", "train.pool_size=2"]
+           "train.checkpoint_every=3", "loss.style_ab=10", "loss.vgg_weights=random", "train.pool_size=2",
+           # validation: each rank featurises its share of 5 images (3 + 2), gathered back in subset order
+           "validation.every=3", f"validation.root_a={folders[0]}", f"validation.root_b={folders[1]}",
+           "validation.num_images=5", "validation.batch_size=2", "validation.inception_weights=random"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -211,3 +214,23 @@ def test_two_process_ddp_on_cpu(folders, tmp_path):
     assert ranks[0]["pool"] != ranks[1]["pool"]  # each rank saw its own data
     folder = checkpoint.checkpoints_dir(tmp_path / "ddp") / "step-0000003"
     assert {"rank_state_0.pt", "rank_state_1.pt", "random_states_1.pkl"} <= {p.name for p in folder.iterdir()}
+
+    # The validation scores logged by the 2-process run equal those of one process on the final weights:
+    # each image's features gathered exactly once, the padding rows of the shorter share dropped.
+    from cyclestyle.config import load_config
+    from cyclestyle.evaluation import frechet_distance, kid, load_inception, statistics
+    from cyclestyle.translate import Translator
+    from cyclestyle.validation import load_subset, to_uint8
+
+    cfg = load_config(tmp_path / "ddp" / "config.yaml")
+    inception = load_inception("random", "cpu")
+    translator = Translator.load(tmp_path / "ddp", direction="a2b", device="cpu", precision="fp32")
+    fake = inception(to_uint8(translator.translate_tensor(load_subset(folders[0], cfg, "a"))))
+    real = inception(to_uint8(load_subset(folders[1], cfg, "b")))
+    events = read_events(tmp_path / "ddp" / "tb")
+    assert [e.step for e in events.Scalars("val/fid_a2b")] == [3]
+    mu1, s1 = statistics(fake)
+    mu2, s2 = statistics(real)
+    assert events.Scalars("val/fid_a2b")[0].value == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-3)
+    assert events.Scalars("val/kid_a2b")[0].value == pytest.approx(kid(fake, real)["kid_mean"], rel=1e-3)
+    assert (tmp_path / "ddp" / "generators" / "best.safetensors").is_file()
