@@ -69,7 +69,10 @@ def run_training(args) -> dict:
         stamps: list[float] = []
         flops = FlopCounterMode(display=False)
 
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+
         def on_step(step: int) -> None:
+            sync()  # GPU steps are asynchronous: time the work, not its queueing
             stamps.append(time.perf_counter())
             if step == args.warmup:  # count the FLOPs of exactly one warm step
                 flops.__enter__()
@@ -98,13 +101,16 @@ def run_translation(args) -> dict:
         net = torch.compile(net)
     t = Translator(net, 4, args.device, precision)
     x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
     start = time.perf_counter()
     t.translate_tensor(x)
+    sync()
     first = time.perf_counter() - start
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         t.translate_tensor(x)
+        sync()
         times.append(time.perf_counter() - start)
     flops = FlopCounterMode(display=False)
     with flops:
@@ -175,7 +181,8 @@ def main() -> None:
     import torch
 
     device_name = torch.cuda.get_device_name() if args.device != "cpu" else f"CPU, {os.cpu_count()} cores"
-    peaks = {name: measured_peak(name, args.device) for name in ("fp32", "bf16")}
+    peaks = {name: measured_peak(name, args.device)
+             for name in ("fp32", "bf16") + (("fp16",) if args.device != "cpu" else ())}
     rows = []
     for child in ("train",) + (() if args.no_translate else ("translate",)):
         for mode in args.modes:
@@ -189,17 +196,20 @@ def main() -> None:
     base = {r["what"]: r["median_s"] for r in rows if r["mode"] == "fp32"}
     print(f"\n{device_name}; {args.generator} ngf {args.ngf}, {args.size}x{args.size}, batch {args.batch}; "
           f"measured peak fp32 {peaks['fp32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bf16'] / 1e12:.2f} TFLOP/s")
-    print("| what | mode | median s/iter (min-max) | img/s | first iter s | peak RSS MB | GFLOP/iter | TFLOP/s "
-          "| % of peak | vs fp32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    gpu = any("peak_gpu_mb" in r for r in rows)
+    print("| what | mode | median s/iter (min-max) | img/s | first iter s | peak RSS MB | "
+          + ("peak GPU MB | " if gpu else "") + "GFLOP/iter | TFLOP/s | % of peak | vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for r in rows:
         achieved = r["flops"] / r["median_s"]
-        peak = peaks["bf16" if r["mode"].startswith(("bf16", "fp16")) else "fp32"]
+        low = r["mode"].split("+")[0]  # fp16 on a CPU runs fp32 matmuls: no fp16 peak is measured there
+        peak = peaks.get(low, peaks["bf16"]) if low != "fp32" else peaks["fp32"]
         ratio = base.get(r["what"], float("nan")) / r["median_s"]
         r.update(tflops=achieved / 1e12, pct_peak=100 * achieved / peak, vs_fp32=ratio,
                  images_per_s=args.batch / r["median_s"])
         print(f"| {r['what']} | {r['mode']} | {r['median_s']:.3f} ({r['min_s']:.3f}-{r['max_s']:.3f}) | "
-              f"{r['images_per_s']:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | {r['flops'] / 1e9:.0f} | "
+              f"{r['images_per_s']:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+              + (f"{r.get('peak_gpu_mb', float('nan')):.0f} | " if gpu else "") + f"{r['flops'] / 1e9:.0f} | "
               f"{r['tflops']:.3f} | {r['pct_peak']:.1f} | {ratio:.2f}x |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name, "peaks": peaks, "args": vars(args),

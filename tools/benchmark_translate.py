@@ -28,6 +28,7 @@ def child(args) -> dict:
     torch.manual_seed(0)
     t = Translator(build_generator(ModelConfig(generator=args.generator, ngf=args.ngf)), 4, args.device,
                    args.precision)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)  # GPU work is async
     if args.case == "batch":
         x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
         t.translate_tensor(x)  # warm-up
@@ -35,6 +36,7 @@ def child(args) -> dict:
         for _ in range(max(1, args.n // args.batch)):
             start = time.perf_counter()
             t.translate_tensor(x)
+            sync()
             times.append(time.perf_counter() - start)
         seconds = sorted(times)[len(times) // 2]
         result = {"images_per_s": args.batch / seconds, "s_per_batch": seconds}
@@ -43,8 +45,11 @@ def child(args) -> dict:
         x = torch.rand(1, 3, h, w) * 2 - 1
         start = time.perf_counter()
         t.translate_tiled(x, tile=args.tile, overlap=args.overlap)
+        sync()
         result = {"seconds": time.perf_counter() - start}
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if args.device.startswith("cuda"):
+        result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
@@ -68,10 +73,13 @@ def main() -> None:
         print(json.dumps(child(args)))
         return
     rows = []
+    passed = list(sys.argv[1:])
+    if "--json" in passed:  # the children print their results; only the parent writes the file
+        i = passed.index("--json")
+        del passed[i:i + 2]
     for case in ("batch", "large"):
         for precision in args.precisions:
-            cmd = [sys.executable, __file__, "--case", case, "--precision", precision] + [
-                a for a in sys.argv[1:] if a not in ("--json",)]
+            cmd = [sys.executable, __file__, "--case", case, "--precision", precision] + passed
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append({"case": case, "precision": precision, **json.loads(out)})
     base = {r["case"]: r for r in rows if r["precision"] == "fp32"}
@@ -83,7 +91,8 @@ def main() -> None:
         else:
             label = f"{args.large[0]}x{args.large[1]} tiled {args.tile}/{args.overlap}"
             value, ratio = f"{r['seconds']:.1f} s", base["large"]["seconds"] / r["seconds"]
-        print(f"{label:<34} {r['precision']:<9} {value:>16} {ratio:>7.2f}x {r['peak_rss_mb']:>8.0f} MB")
+        gpu = f"  GPU {r['peak_gpu_mb']:.0f} MB" if "peak_gpu_mb" in r else ""
+        print(f"{label:<34} {r['precision']:<9} {value:>16} {ratio:>7.2f}x {r['peak_rss_mb']:>8.0f} MB{gpu}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
