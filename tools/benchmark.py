@@ -203,7 +203,7 @@ def main() -> None:
     for r in rows:
         achieved = r["flops"] / r["median_s"]
         low = r["mode"].split("+")[0]  # fp16 on a CPU runs fp32 matmuls: no fp16 peak is measured there
-        peak = peaks.get(low, peaks["bf16"]) if low != "fp32" else peaks["fp32"]
+        peak = peaks.get(low, peaks["fp32"])
         ratio = base.get(r["what"], float("nan")) / r["median_s"]
         r.update(tflops=achieved / 1e12, pct_peak=100 * achieved / peak, vs_fp32=ratio,
                  images_per_s=args.batch / r["median_s"])

@@ -71,13 +71,19 @@ def load_photo(name: str) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
+def random_box(height: int, width: int, rng: np.random.Generator,
+               fraction: tuple[float, float] = CROP_FRACTION) -> tuple[int, int, int]:
+    """A random square ``(top, left, side)`` inside a ``height`` x ``width`` image, its side a uniform
+    ``fraction`` of the shorter side (also used by ``cyclestyle.quality``, which records the boxes)."""
+    side = int(round(min(height, width) * rng.uniform(*fraction)))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    return top, left, side
+
+
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random square crop of 35-70% of the shorter side, resized to ``size`` x ``size``."""
-    h, w = image.shape[:2]
-    short = min(h, w)
-    side = int(round(short * rng.uniform(*CROP_FRACTION)))
-    top = int(rng.integers(0, h - side + 1))
-    left = int(rng.integers(0, w - side + 1))
+    top, left, side = random_box(*image.shape[:2], rng)
     crop = image[top:top + side, left:left + side]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
