@@ -20,6 +20,8 @@ COMMANDS = {
     "evaluate": "cyclestyle.commands.evaluate",
     "fid": "cyclestyle.commands.fid",
     "stylize": "cyclestyle.commands.stylize",
+    "gallery": "cyclestyle.commands.gallery",
+    "serve": "cyclestyle.commands.serve",
 }
 
 

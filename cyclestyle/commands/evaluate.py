@@ -44,6 +44,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--output", default=None, metavar="DIR",
                    help="translations go to DIR/a2b, DIR/b2a, figures to DIR/metrics.json; unset: RUN_DIR/eval, "
                         "or EXPORT-eval/ beside an export file")
+    p.add_argument("--no-gallery", action="store_true",
+                   help="do not write the HTML gallery (first 16 test images, 256 px) beside the JSON")
     add_metric_args(p)
 
 
@@ -64,4 +66,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"{r['direction']}: skipped {r['n_source_skipped']} unreadable test input(s) and "
                   f"{len(r['reference_skipped'])} reference file(s); listed in {json_path}")
     print(f"translations in {out}; figures in {json_path}")
+    if not args.no_gallery:
+        from cyclestyle.gallery import build_gallery
+
+        d = records[0]["direction"]
+        page = build_gallery(args.test_a if d == "a2b" else args.test_b, json_path.parent / "gallery",
+                             [args.checkpoint], direction=d, max_size=256, limit=16, device=args.device,
+                             evaluation_files={args.checkpoint: json_path})
+        print(f"gallery: {page}")
     return 0
