@@ -1,0 +1,187 @@
+"""Prove that training learns: train on a ground-truth translation benchmark and score the test set.
+
+Builds (or reuses) the benchmark of :mod:`cyclestyle.quality` under ``--out`` (photos from scikit-image's
+bundled images; domain B and the test truth made by the sample data's fixed painting filter; unpaired
+train folders from disjoint photo regions; held-out test photos with their true paintings), trains one
+CycleGAN with the given config and overrides in this process, translates the test photos and prints PSNR
+and SSIM against the truth next to the identity baseline, and FID/KID of the translations against the
+true paintings when the Inception weights are available. A development tool: it needs scikit-image (the
+``dev`` extra) and a source checkout.
+
+    python tools/quality_check.py --steps 1500 loss.style_ab=0                # base recipe, 128 px
+    python tools/quality_check.py --size 64 --steps 400 model.generator=resnet_6blocks model.ngf=32 \\
+        loss.style_ab=0 --json runs/quality/r.json
+    # several recipes x seeds, one subprocess each, then a markdown table:
+    python tools/quality_check.py --size 64 --steps 400 --seeds 0 1 loss.style_ab=0 \\
+        --recipe lsgan= --recipe hinge=loss.gan_mode=hinge --recipe "ema=train.ema=true train.ema_decay=0.99"
+
+Overrides given outside ``--recipe`` apply to every recipe; a recipe is ``NAME=`` followed by its own
+``key=value`` overrides, separated by spaces or commas. The style loss of configs/base.yaml needs the
+ImageNet VGG-19 weights: offline, pass ``loss.style_ab=0`` (or ``loss.vgg_weights=random``, which the
+output labels as such). Layout of ``--out`` (default runs/quality/size<N>-seed<data seed>): the benchmark
+folders and ``benchmark.json``, ``runs/<recipe>-seed<k>/`` (replaced on every run), ``results/`` (the JSON
+reports of a --recipe comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
+    sys.path.insert(0, str(ROOT))
+
+from cyclestyle import quality  # noqa: E402
+from cyclestyle.config import ConfigError  # noqa: E402
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def parse_recipe(text: str) -> tuple[str, list[str]]:
+    """``NAME=key=value key=value`` (or comma-separated) -> (NAME, [key=value, ...])."""
+    name, sep, rest = text.partition("=")
+    if not sep or not NAME_RE.match(name):
+        raise argparse.ArgumentTypeError(f"--recipe {text!r}: expected NAME=[key=value ...], NAME of letters, "
+                                         "digits and ._+- (e.g. --recipe hinge=loss.gan_mode=hinge)")
+    overrides = [item for item in re.split(r"[\s,]+", rest.strip()) if item]
+    for item in overrides:
+        if "=" not in item:
+            raise argparse.ArgumentTypeError(f"--recipe {name}: override {item!r} is not key=value")
+    return name, overrides
+
+
+def seed_value(text: str) -> int:
+    # --seeds takes a list, so argparse gives it any key=value that follows it: say how to avoid that.
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed (put key=value overrides before "
+                                         "--seeds, e.g. ... loss.style_ab=0 --seeds 0 1)") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides for every run (after the benchmark's own settings)")
+    parser.add_argument("--config", default=str(quality.BASE_CONFIG), help="training config file")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps (half of them decay the LR)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="stop training earlier, with a checkpoint, once this much time has passed")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (single run)")
+    parser.add_argument("--seeds", type=seed_value, nargs="+", default=None, help="training seeds (with --recipe)")
+    parser.add_argument("--recipe", action="append", type=parse_recipe, default=[], metavar="NAME=[key=value ...]",
+                        help="compare recipes: one subprocess per recipe and seed, then a markdown table")
+    parser.add_argument("--name", default="run", help="name of a single run (its folder and report)")
+    parser.add_argument("--size", type=int, default=128, help="side of the benchmark's square images, px")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the benchmark's crops")
+    parser.add_argument("--n-train", type=int, default=400, help="images in each of trainA and trainB")
+    parser.add_argument("--n-test", type=int, default=64, help="held-out test photos")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="benchmark and run folder (default: runs/quality/size<SIZE>-data<DATA_SEED>)")
+    parser.add_argument("--reuse-data", action="store_true",
+                        help="use the benchmark already in --out (it must have been built with the same options)")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure and the run's details here")
+    parser.add_argument("--no-fid", action="store_true", help="skip FID/KID")
+    parser.add_argument("--inception-weights", default=None, metavar="FILE",
+                        help="FID Inception weights file (default: $CYCLESTYLE_INCEPTION_WEIGHTS, torch hub's cache)")
+    parser.add_argument("--random-inception", action="store_true",
+                        help="FID plumbing tests only: an untrained Inception; the output says the numbers are not FID")
+    return parser
+
+
+def single_run(args, out: Path) -> dict:
+    report = quality.run_quality(
+        out, out / "runs" / f"{args.name}-seed{args.seed}", args.config, args.overrides, args.steps, args.seed,
+        args.minutes, args.name, fid=not args.no_fid, inception_weights=args.inception_weights,
+        random_inception=args.random_inception, fid_cache=out / "fid-cache")
+    print(quality.format_run(report), flush=True)
+    if args.json:
+        quality.write_json(args.json, report)
+        print(f"quality: report written to {args.json}")
+    return report
+
+
+def compare(args, out: Path, argv: list[str]) -> int:
+    """Each recipe and seed in its own process (a fresh accelerate state, no memory carried over)."""
+    recipes = dict(args.recipe)
+    if len(recipes) != len(args.recipe):
+        raise SystemExit("quality_check: error: two --recipe options have the same name")
+    seeds = args.seeds if args.seeds is not None else [args.seed]
+    passthrough = ["--config", args.config, "--steps", str(args.steps), "--size", str(args.size),
+                   "--data-seed", str(args.data_seed), "--n-train", str(args.n_train), "--n-test", str(args.n_test),
+                   "--out", str(out), "--reuse-data"]
+    if args.minutes is not None:
+        passthrough += ["--minutes", str(args.minutes)]
+    if args.no_fid:
+        passthrough.append("--no-fid")
+    if args.inception_weights:
+        passthrough += ["--inception-weights", args.inception_weights]
+    if args.random_inception:
+        passthrough.append("--random-inception")
+    groups: dict[str, list[dict]] = {name: [] for name in recipes}
+    failures = []
+    started = time.perf_counter()
+    for name, recipe_overrides in recipes.items():
+        for seed in seeds:
+            report_path = out / "results" / f"{name}-seed{seed}.json"
+            report_path.unlink(missing_ok=True)
+            command = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--name", name,
+                       "--seed", str(seed), "--json", str(report_path), *args.overrides, *recipe_overrides]
+            print(f"\nquality: recipe {name}, seed {seed}: {' '.join(args.overrides + recipe_overrides) or '(base)'}",
+                  flush=True)
+            rc = subprocess.run(command).returncode
+            if rc != 0 or not report_path.is_file():
+                failures.append(f"{name} seed {seed} (exit code {rc})")
+                continue
+            groups[name].append(json.loads(report_path.read_text()))
+    table = quality.format_table(groups, {n: [*args.overrides, *o] for n, o in recipes.items()})
+    print(f"\nquality: {len(recipes)} recipe(s) x {len(seeds)} seed(s) in {time.perf_counter() - started:.0f} s; "
+          f"benchmark {out} ({args.size} px, {args.n_train} train images per domain, {args.n_test} test photos); "
+          f"mean ± sample std across seeds\n")
+    print(table)
+    notes = sorted({note for rs in groups.values() for r in rs for note in r["notes"]}
+                   | {f"FID: {r['fid']['note']}" for rs in groups.values() for r in rs if r["fid"].get("note")})
+    for note in notes:
+        print(f"\nNOTE: {note}")
+    if failures:
+        print(f"\nquality: FAILED runs: {', '.join(failures)} (see their output above)")
+    if args.json:
+        quality.write_json(args.json, {"command": [sys.executable, *argv], "table": table, "recipes": recipes,
+                                       "seeds": seeds, "failures": failures, "runs": groups})
+        print(f"quality: reports written to {args.json}")
+    return 1 if failures else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_intermixed_args(argv)  # key=value overrides may sit between options
+    out = args.out or ROOT / "runs" / "quality" / f"size{args.size}-data{args.data_seed}"
+    try:
+        quality.load_or_build(out, args.size, args.data_seed, args.n_train, args.n_test, args.reuse_data)
+        if args.recipe:
+            return compare(args, out, argv)
+        single_run(args, out)
+        return 0
+    except (quality.QualityError, ConfigError) as err:
+        print(f"quality_check: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # the named failures a user can fix: weights, data; one line, no traceback
+        from cyclestyle.data import DataError
+        from cyclestyle.evaluation import EvaluationError
+        from cyclestyle.vgg import VGGWeightsError
+
+        if isinstance(err, (VGGWeightsError, EvaluationError, DataError)):
+            print(f"quality_check: error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
