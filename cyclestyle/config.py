@@ -39,6 +39,7 @@ class ModelConfig:
     ndf: int = 64  # discriminator width
     d_layers: int = 3  # PatchGAN depth; 3 gives the 70x70 receptive field
     norm: str = "instance"  # instance | none
+    upsample: str = "deconv"  # ResNet generators' decoder: resize (nearest x2 + conv) | deconv (transposed conv)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
@@ -104,6 +105,7 @@ class Config:
 CHOICES = {
     "data.resize": ("square", "shorter_side"),
     "model.norm": ("instance", "none"),
+    "model.upsample": ("resize", "deconv"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),

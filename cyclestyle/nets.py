@@ -32,11 +32,31 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
+UPSAMPLING = ("resize", "deconv")
+
+
+def _upsample(kind: str, in_ch: int, out_ch: int) -> list[nn.Module]:
+    """One x2 upsampling of the ResNet generator's decoder.
+
+    ``deconv``: a stride-2 transposed 3x3 convolution, as in the CycleGAN paper and its reference code. Its
+    kernel overlaps unevenly on the output grid, which gives the checkerboard artifacts of early training.
+    ``resize``: nearest-neighbour x2, then a 3x3 convolution (Odena et al. 2016, "Deconvolution and
+    checkerboard artifacts"); the same parameter count and FLOPs. On the ground-truth benchmark of
+    cyclestyle.quality (128 px, 1500 steps, seed 0) it scored +0.29 dB over identity against +1.53 dB for
+    deconv, so deconv stays the default; resize is an option.
+    """
+    if kind == "deconv":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(in_ch, out_ch, 3)]
+    raise ValueError(f"unknown upsampling '{kind}': {' or '.join(UPSAMPLING)}")
+
+
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-3, tanh."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", dropout: bool = False):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv"):
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), _norm(norm, ngf), nn.ReLU(True)]
         ch = ngf
@@ -45,8 +65,7 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [ResnetBlock(ch, norm, dropout) for _ in range(n_blocks)]
         for _ in range(2):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
-                       _norm(norm, ch // 2), nn.ReLU(True)]
+            layers += [*_upsample(upsample, ch, ch // 2), _norm(norm, ch // 2), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -176,7 +195,10 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
 
 def build_generator(model_cfg) -> nn.Module:
     """A generator from a ``ModelConfig`` (or anything with its attributes), initialised."""
-    net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout)
+    kwargs = dict(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout)
+    if model_cfg.generator.startswith("resnet"):  # the U-Nets have one decoder design (validated in config)
+        kwargs["upsample"] = model_cfg.upsample
+    net = GENERATORS[model_cfg.generator].build(**kwargs)
     return init_weights(net, model_cfg.init, model_cfg.init_gain)
 
 

@@ -61,7 +61,8 @@ def load_generator(path: str | Path, direction: str = "a2b") -> tuple[nn.Module,
     file = export_path(path)
     weights, meta = checkpoint.read_export(file)
     try:
-        model_cfg = ModelConfig(**meta["model"])
+        # Exports written before model.upsample existed used transposed convolutions.
+        model_cfg = ModelConfig(**{"upsample": "deconv", **meta["model"]})
         net = nets.build_generator(model_cfg)
         net.load_state_dict(weights["gen_ab" if direction == "a2b" else "gen_ba"])
     except (TypeError, KeyError, RuntimeError) as err:

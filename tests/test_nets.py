@@ -6,11 +6,12 @@ from cyclestyle import nets
 from cyclestyle.config import ModelConfig
 
 
-@pytest.mark.parametrize("name", sorted(nets.GENERATORS))
-def test_generator_shape_gradients_finite(name):
+@pytest.mark.parametrize("name,upsample", [(name, "deconv") for name in sorted(nets.GENERATORS)]
+                         + [("resnet_6blocks", "resize")])
+def test_generator_shape_gradients_finite(name, upsample):
     torch.manual_seed(0)
     size = max(nets.GENERATORS[name].size_multiple, 16)
-    net = nets.build_generator(ModelConfig(generator=name, ngf=4))
+    net = nets.build_generator(ModelConfig(generator=name, ngf=4, upsample=upsample))
     x = torch.randn(2, 3, size, size + nets.GENERATORS[name].size_multiple)  # non-square
     y = net(x)
     assert y.shape == x.shape
@@ -75,3 +76,36 @@ def test_resnet_block_count_and_width():
     net = nets.build_generator(ModelConfig(generator="resnet_9blocks", ngf=16))
     assert sum(isinstance(m, nets.ResnetBlock) for m in net.modules()) == 9
     assert net.model[1].out_channels == 16
+
+
+def _decoder_upsampling(net: nn.Module) -> nn.Sequential:
+    """The ResNet generator's first x2 upsampling, up to (without) its norm."""
+    layers = list(net.model)
+    first = next(i for i, m in enumerate(layers) if isinstance(m, (nn.ConvTranspose2d, nn.Upsample)))
+    end = next(i for i in range(first, len(layers)) if isinstance(layers[i], nn.InstanceNorm2d))
+    return nn.Sequential(*layers[first:end])
+
+
+@torch.no_grad()
+def test_resize_upsampling_has_no_checkerboard():
+    """On a constant feature map a stride-2 transposed conv gives a period-2 pattern (its taps overlap
+    unevenly); nearest x2 + conv gives a constant map. Same parameter count either way."""
+    torch.manual_seed(0)
+    nets_by_kind = {kind: nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=8, upsample=kind,
+                                                           init_gain=0.3)) for kind in nets.UPSAMPLING}
+    counts = {kind: sum(p.numel() for p in net.parameters()) for kind, net in nets_by_kind.items()}
+    assert counts["resize"] == counts["deconv"]
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in nets_by_kind["resize"].modules())
+    x = torch.ones(1, 32, 8, 8)  # ngf 8 -> 32 channels after two downsamplings
+    spread = {}
+    for kind, net in nets_by_kind.items():
+        y = _decoder_upsampling(net)(x)[..., 2:-2, 2:-2]  # away from the borders
+        assert y.shape[-2:] == (12, 12)
+        spread[kind] = (y - y.mean(dim=(-2, -1), keepdim=True)).abs().max().item()
+    assert spread["resize"] < 1e-5
+    assert spread["deconv"] > 0.1
+
+
+def test_unknown_upsampling_is_refused():
+    with pytest.raises(ValueError, match="unknown upsampling 'bilinear'"):
+        nets.ResnetGenerator(ngf=4, n_blocks=1, upsample="bilinear")

@@ -199,3 +199,17 @@ def test_export_matches_pytorch_on_non_square_input(export, tmp_path, fmt):
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     assert got.shape == expected.shape
     assert torch.allclose(got, expected, atol=1e-4)  # measured max |diff|: ~1e-6
+
+
+def test_exports_from_before_the_upsample_key_load_as_transposed_convs(tmp_path):
+    """Exports written before model.upsample existed have no such key: they used transposed convs."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(generator="resnet_6blocks", ngf=4, upsample="deconv", init_gain=0.3)
+    gens = {"gen_ab": nets.build_generator(cfg), "gen_ba": nets.build_generator(cfg)}
+    legacy = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "upsample"}
+    path = checkpoint.export_generators(tmp_path / "old.safetensors", gens, legacy, step=3, ema=False)
+    net, meta = load_generator(path, "a2b")
+    assert "upsample" not in meta["model"]
+    x = torch.rand(1, 3, 20, 28) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), gens["gen_ab"].eval()(x))
