@@ -11,6 +11,12 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
 
+def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``: one trained model, as the commands that translate with it take it."""
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
+                        help="a run folder (uses generators/last.safetensors) or a generator export file")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:

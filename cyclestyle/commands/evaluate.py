@@ -2,7 +2,7 @@
 
 import argparse
 
-from cyclestyle.commands import positive_int
+from cyclestyle.commands import add_checkpoint_arg, positive_int
 
 
 def add_metric_args(p: argparse.ArgumentParser) -> None:
@@ -36,8 +36,7 @@ def add_parser(sub, name: str) -> None:
                                    "the other domain's test images by FID and KID (TF-reference Inception, "
                                    "torch-fidelity).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
-                   help="a run folder (uses generators/last.safetensors) or a generator export file")
+    add_checkpoint_arg(p)
     p.add_argument("--test-a", required=True, metavar="DIR", help="held-out images of domain A")
     p.add_argument("--test-b", required=True, metavar="DIR", help="held-out images of domain B")
     p.add_argument("--direction", choices=("both", "a2b", "b2a"), default="both")

@@ -5,7 +5,7 @@ gradio is an optional extra, imported only when the command runs (``cyclestyle -
 
 import argparse
 
-from cyclestyle.commands import positive_int
+from cyclestyle.commands import add_checkpoint_arg, positive_int
 
 
 def add_parser(sub, name: str) -> None:
@@ -14,8 +14,7 @@ def add_parser(sub, name: str) -> None:
                                    "size and downloads the translation. Binds to 127.0.0.1 by default; one "
                                    "translation runs at a time. Needs: pip install 'cyclestyle[serve]'.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
-                   help="a run folder (uses generators/last.safetensors) or a generator export file")
+    add_checkpoint_arg(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; anything but loopback exposes the demo (it has no login)")
     p.add_argument("--port", type=positive_int, default=7860, help="TCP port")

@@ -2,14 +2,13 @@
 
 import argparse
 
-from cyclestyle.commands import positive_int
+from cyclestyle.commands import add_checkpoint_arg, positive_int
 
 
 def add_parser(sub, name: str) -> None:
     p = sub.add_parser(name, help="translate images with a trained generator",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
-                   help="a run folder (uses generators/last.safetensors) or a generator export file")
+    add_checkpoint_arg(p)
     p.add_argument("--input", required=True, metavar="FILE|DIR", help="an image, or a folder searched at any depth")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder; sub-folders are mirrored")
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
