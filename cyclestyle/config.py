@@ -33,7 +33,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    generator: str = "resnet_9blocks"  # see cyclestyle.nets.GENERATORS
+    generator: str = "unet_128"  # see cyclestyle.nets.GENERATORS; chosen on the ground-truth benchmark (README)
     ngf: int = 64  # generator width (filters in the first conv)
     discriminator: str = "patch"  # see cyclestyle.nets.DISCRIMINATORS
     ndf: int = 64  # discriminator width
@@ -50,7 +50,7 @@ class ModelConfig:
 class LossConfig:
     gan_mode: str = "lsgan"  # lsgan | vanilla | hinge
     lambda_cycle: float = 10.0  # cycle-consistency L1 weight (CycleGAN paper)
-    lambda_identity: float = 0.5  # identity weight, as a fraction of lambda_cycle (paper: 0.5)
+    lambda_identity: float = 0.25  # identity weight, as a fraction of lambda_cycle (paper: 0.5; see README)
     style_ab: float = 1000.0  # VGG Gram style loss weight on A->B (0 = off)
     style_ba: float = 0.0  # VGG Gram style loss weight on B->A (0 = off)
     style_reference: Optional[str] = None  # one painting whose Gram is the A->B target, instead of domain B's mean
@@ -73,7 +73,7 @@ class TrainConfig:
     cpu: bool = False  # force CPU even when a GPU is present
     compile: bool = False  # torch.compile the networks (slow first step; falls back to eager on errors)
     ema: bool = False  # keep an exponential moving average of generator weights
-    ema_decay: float = 0.999
+    ema_decay: float = 0.999  # per step, warmed up: min(ema_decay, (1 + step) / (10 + step))
     seed: int = 0
     log_every: int = 50  # scalars to tensorboard and the progress bar
     image_every: int = 500  # image grids to tensorboard

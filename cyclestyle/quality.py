@@ -14,10 +14,11 @@ The benchmark (:func:`build_benchmark`)
 - Filter: ``paint()`` of ``tools/make_sample_data.py`` (the bundled sample data's painting filter):
   edge-preserving smoothing, posterised lightness, boosted chroma, a strong warm colour grade and darkened
   edges. It is deterministic and mostly a local colour/tone mapping, and it moves the identity baseline far
-  from the truth (about 17 dB PSNR), which leaves room to measure learning. Measured on 2 CPU cores: a tiny
-  unet_128 (ngf 8) at 128 px beats the identity baseline by 3.6-4.0 dB after 1000 steps (about a minute);
-  ResNet generators learn it far more slowly (resnet_6blocks at 32-64 px is still 2-3 dB below identity
-  after 400-3000 steps: their early outputs are noisy), so give those recipes thousands of steps.
+  from the truth (about 17 dB PSNR), which leaves room to measure learning (the filter's colour grade alone
+  scores about 26 dB). Measured on 2 CPU cores: a tiny unet_128 (ngf 8) at 128 px beats the identity
+  baseline by 3.6-4.0 dB after 1000 steps (about a minute); ResNet generators learn it far more slowly
+  (resnet_9blocks: +1.5 dB after 1500 steps at 128 px; resnet_6blocks at 32-64 px is still 2-3 dB below
+  identity after 400-3000 steps: their early outputs are noisy). The README has the recipe tables.
 - Unpaired, with a held-out test set: every photo is cut into a 2x2 grid of cells and each cell belongs to
   exactly one split (per photo, a seeded shuffle gives one cell to trainA, one to trainB, one to the test
   set and the fourth alternately to trainA or trainB). Every image is a random square crop inside one cell

@@ -21,7 +21,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from cyclestyle import checkpoint, config as config_lib, losses, nets
 from cyclestyle.config import Config, ConfigError
@@ -125,6 +125,32 @@ def lr_factor(step: int, total: int, decay: int) -> float:
     return max(0.0, (total - step) / decay)
 
 
+def ema_decay_at(decay: float, step: int) -> float:
+    """Decay of the generators' EMA update after optimizer step ``step`` (1-based): ``decay``, warmed up.
+
+    ``min(decay, (1 + step) / (10 + step))``, the warm-up of TensorFlow's ExponentialMovingAverage
+    ``num_updates``: early on the average spans about step / 9 steps instead of 1 / (1 - decay). A fixed
+    0.999 keeps 0.999^1000 = 37% of the random initial weights after 1000 steps; measured on the ground-truth
+    benchmark (unet_128 ngf 16, 1000 steps, 2 seeds) that EMA scored 1.9 dB *below* the identity baseline
+    while the live weights were 4.0 dB above it.
+    """
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
+class WarmupEMA:
+    """``multi_avg_fn`` for ``AveragedModel``: an EMA whose decay follows :func:`ema_decay_at`. The caller
+    sets ``step`` before each update (a Python int: no device sync), so a resumed run averages exactly as
+    an uninterrupted one."""
+
+    def __init__(self, decay: float):
+        self.decay = decay
+        self.step = 0
+
+    @torch.no_grad()
+    def __call__(self, ema_params: list[torch.Tensor], params: list[torch.Tensor], _num_averaged) -> None:
+        torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(self.decay, self.step))
+
+
 def resolve_precision(requested: str, cpu: bool = False) -> str:
     """``auto`` -> bf16 where the hardware computes it natively, else fp16 on GPUs, else fp32 ("no").
 
@@ -221,7 +247,8 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     # keeps DDP from expecting gradients for D's parameters in that backward pass.
     plain_disc_a = accelerator.unwrap_model(disc_a, keep_torch_compile=False)
     plain_disc_b = accelerator.unwrap_model(disc_b, keep_torch_compile=False)
-    ema = AveragedModel(generators, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True) if t.ema else None
+    ema_fn = WarmupEMA(t.ema_decay)
+    ema = AveragedModel(generators, multi_avg_fn=ema_fn, use_buffers=True) if t.ema else None
 
     targets = {}  # style targets: running mean Gram of the target domain's real images
     for direction in ("ab", "ba"):
@@ -361,6 +388,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         sched_g.step()
         sched_d.step()
         if ema is not None:
+            ema_fn.step = step
             ema.update_parameters(generators)
         progress.update(1)
         if on_step is not None:

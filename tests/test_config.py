@@ -42,7 +42,7 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("train.lr=abc", "config key 'train.lr'.*could not be converted"),
     ("train.lr=-1", "config key 'train.lr': must be > 0"),
     ("data.crop_size=300", "config key 'data.crop_size'.*cannot exceed data.load_size"),
-    ("data.crop_size=130", "config key 'data.crop_size'.*multiple of 4"),
+    ("data.crop_size=130", "config key 'data.crop_size': unet_128 needs a multiple of 128, got 130"),
     ("train.decay_steps=300000", "config key 'train.decay_steps'"),
     ("loss.gan_mode=wgan", "config key 'loss.gan_mode': 'wgan' is not one of lsgan, vanilla, hinge"),
     ("model.generator=resnet_99", "config key 'model.generator'"),

@@ -234,3 +234,26 @@ def test_two_process_ddp_on_cpu(folders, tmp_path):
     assert events.Scalars("val/fid_a2b")[0].value == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-3)
     assert events.Scalars("val/kid_a2b")[0].value == pytest.approx(kid(fake, real)["kid_mean"], rel=1e-3)
     assert (tmp_path / "ddp" / "generators" / "best.safetensors").is_file()
+
+
+def test_ema_decay_warms_up_so_early_averages_follow_the_weights():
+    from torch import nn
+    from torch.optim.swa_utils import AveragedModel
+
+    from cyclestyle.training import WarmupEMA, ema_decay_at
+
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(0.999, 100) == pytest.approx(101 / 110)
+    assert ema_decay_at(0.999, 10**6) == 0.999  # the configured decay once warm
+    net = nn.Linear(1, 1, bias=False)
+    fn = WarmupEMA(0.999)
+    ema = AveragedModel(net, multi_avg_fn=fn, use_buffers=True)
+    expected = None
+    for step in range(1, 6):  # the weight walks 1, 2, ..., 5
+        net.weight.data.fill_(float(step))
+        fn.step = step
+        ema.update_parameters(net)
+        d = ema_decay_at(0.999, step)
+        expected = float(step) if expected is None else d * expected + (1 - d) * step
+    assert ema.module.weight.item() == pytest.approx(expected, rel=1e-6)
+    assert ema.module.weight.item() == pytest.approx(4.402, abs=1e-3)  # a fixed 0.999 would still be at 1.004

@@ -10,6 +10,7 @@ shared and noisy: compare the ratios of one run, not figures across runs).
 
     python tools/benchmark.py --size 256 --modes fp32 bf16 bf16+compile
     python tools/benchmark.py --size 128 --json bench128.json
+    python tools/benchmark.py --size 128 --modes bf16 --no-translate --profile 3   # where the time goes
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def run_training(args) -> dict:
     precision, compile_ = MODES[args.mode]
     with tempfile.TemporaryDirectory() as tmp:
         a, b = synthetic_folders(Path(tmp), args.size)
-        total = args.warmup + args.steps
+        total = args.warmup + args.steps + args.profile  # profiled steps come after the timed ones
         overrides = [f"data.root_a={a}", f"data.root_b={b}", f"data.load_size={args.size + 30}",
                      f"data.crop_size={args.size}", f"data.num_workers={args.workers}",
                      f"model.generator={args.generator}", f"model.ngf={args.ngf}",
@@ -68,6 +69,7 @@ def run_training(args) -> dict:
                      f"train.log_every={10**6}", f"train.image_every={10**6}", f"train.checkpoint_every={10**6}"]
         stamps: list[float] = []
         flops = FlopCounterMode(display=False)
+        profiler = torch.profiler.profile() if args.profile else None
 
         sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
 
@@ -78,13 +80,26 @@ def run_training(args) -> dict:
                 flops.__enter__()
             elif step == args.warmup + 1:
                 flops.__exit__(None, None, None)
+            if profiler is not None and step == args.warmup + args.steps:
+                profiler.__enter__()
+            elif profiler is not None and step == total:
+                profiler.__exit__(None, None, None)
 
         start = time.perf_counter()
         train(load_config(None, overrides), on_step=on_step)
-    times = [t1 - t0 for t0, t1 in zip(stamps[args.warmup:], stamps[args.warmup + 1:])]
+    timed = stamps[args.warmup:args.warmup + args.steps + 1]
+    times = [t1 - t0 for t0, t1 in zip(timed, timed[1:])]
     times = [t for i, t in enumerate(times) if i != 0]  # the FLOP-counted step runs slower
-    return {"first_step_s": stamps[0] - start, "median_s": statistics.median(times), "min_s": min(times),
-            "max_s": max(times), "flops": flops.get_total_flops()}
+    result = {"first_step_s": stamps[0] - start, "median_s": statistics.median(times), "min_s": min(times),
+              "max_s": max(times), "flops": flops.get_total_flops()}
+    if profiler is not None:
+        events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
+        total_us = sum(e.self_cpu_time_total for e in events)
+        top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+        result["profile"] = [{"op": e.key, "ms_per_step": e.self_cpu_time_total / 1e3 / args.profile,
+                              "pct": 100 * e.self_cpu_time_total / total_us, "calls_per_step": e.count / args.profile}
+                             for e in top]
+    return result
 
 
 def run_translation(args) -> dict:
@@ -161,6 +176,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu | cuda (translation rows; training follows accelerate)")
     p.add_argument("--no-translate", action="store_true")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after the timed steps, profile N more training steps and print the ops taking the most "
+                        "CPU time (torch.profiler, self time)")
     p.add_argument("--json", default=None)
     p.add_argument("--child", choices=("train", "translate"), help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
@@ -211,6 +229,12 @@ def main() -> None:
               f"{r['images_per_s']:.2f} | {r['first_step_s']:.1f} | {r['peak_rss_mb']:.0f} | "
               + (f"{r.get('peak_gpu_mb', float('nan')):.0f} | " if gpu else "") + f"{r['flops'] / 1e9:.0f} | "
               f"{r['tflops']:.3f} | {r['pct_peak']:.1f} | {ratio:.2f}x |")
+    for r in rows:
+        if r.get("profile"):
+            print(f"\nprofile, {r['what']} {r['mode']}: ops by self CPU time over {args.profile} step(s)")
+            print("| op | ms/step | % of profiled time | calls/step |\n|---|---|---|---|")
+            for e in r["profile"]:
+                print(f"| {e['op']} | {e['ms_per_step']:.1f} | {e['pct']:.1f} | {e['calls_per_step']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": device_name, "peaks": peaks, "args": vars(args),
                                                "rows": rows}, indent=2))
