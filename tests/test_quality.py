@@ -175,7 +175,7 @@ def test_training_beats_identity(bench, tmp_path):
     print(quality.format_run(report))
     assert report["steps"] == E2E_STEPS and report["model"]["n"] == 16
     assert report["delta_psnr"] >= E2E_MARGIN_DB, quality.format_run(report)
-    assert "model.generator: 'resnet_9blocks' -> 'unet_128'" in report["config_diff_vs_base"]
+    assert "model.ngf: 64 -> 8" in report["config_diff_vs_base"]
     path = quality.write_json(tmp_path / "report.json", report)
     data = json.loads(path.read_text())
     assert REPORT_FIELDS <= set(data)
