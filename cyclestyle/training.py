@@ -203,8 +203,8 @@ def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float])
     """Adam with the fused kernel where this torch has one for the device, else the foreach one.
 
     Measured on the 2-core CPU (tools/benchmark.py's machine), one step over both generators and both
-    discriminators: ResNet-9 34 ms foreach vs 12 ms fused, unet_128 72 ms vs 23 ms (~6% of a 128 px
-    training step). Same update rule; the two differ only in float rounding.
+    discriminators: ResNet-9 34 ms foreach vs 12 ms fused, unet_128 72 ms vs 23 ms (its whole 128 px bf16
+    step: 0.62 s). Same update rule; the two differ only in float rounding.
     """
     try:
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
@@ -221,8 +221,10 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
     The loss is a sum of three independent graphs (identity, A->B->A, B->A->B), so it is
     back-propagated one graph at a time: the gradients are the same sum, but only one graph's
     activations are alive at once instead of all six generator passes' (tools/benchmark.py, 256 px
-    ResNet-9, batch 1, peak RSS: bf16 3069 -> 2233 MB, fp32 3976 -> 2604 MB; the same s/iter). Under DDP the earlier passes skip the all-reduce; the
-    last one uses both generators and all-reduces the summed gradients.
+    ResNet-9, batch 1, peak RSS: bf16 3069 -> 2217 MB, fp32 3976 -> 2529 MB; the same s/iter). Under DDP the earlier passes skip the all-reduce; the
+    last one uses both generators and all-reduces the summed gradients. (One autocast region around
+    all three passes, so that each weight is cast to bf16 once per step instead of once per pass, was
+    measured too: unet_128 at 128 px, 753 vs 760 ms per generator step, so it was not kept.)
 
     ``disc_a``/``disc_b`` must be frozen and unwrapped (no DDP): they are only a function of the fakes
     here. Returns the total loss (detached), its terms, and fake_a, fake_b for the discriminator step.
@@ -270,6 +272,10 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
                               cpu=t.cpu, step_scheduler_with_optimizer=False,
                               dynamo_backend="inductor" if t.compile else "no")
     device, is_main = accelerator.device, accelerator.is_main_process
+    if device.type == "cuda":
+        # Every step sees the same crop size, so cuDNN's one-time autotuning per conv shape pays back.
+        # (Not measured on a GPU yet: no GPU was lent to the sessions that wrote this; see README "Speed".)
+        torch.backends.cudnn.benchmark = True
     set_seed(t.seed)  # same on every rank: identical initial weights
     run_dir = Path(t.run_dir)
 
