@@ -221,10 +221,11 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
     The loss is a sum of three independent graphs (identity, A->B->A, B->A->B), so it is
     back-propagated one graph at a time: the gradients are the same sum, but only one graph's
     activations are alive at once instead of all six generator passes' (tools/benchmark.py, 256 px
-    ResNet-9, batch 1, peak RSS: bf16 3069 -> 2217 MB, fp32 3976 -> 2529 MB; the same s/iter). Under DDP the earlier passes skip the all-reduce; the
-    last one uses both generators and all-reduces the summed gradients. (One autocast region around
-    all three passes, so that each weight is cast to bf16 once per step instead of once per pass, was
-    measured too: unet_128 at 128 px, 753 vs 760 ms per generator step, so it was not kept.)
+    ResNet-9, batch 1, peak RSS: bf16 3069 -> 2217 MB, fp32 3976 -> 2529 MB; the same s/iter).
+    Under DDP the earlier passes skip the all-reduce; the last one uses both generators and
+    all-reduces the summed gradients. (One autocast region around all three passes, so that each
+    weight is cast to bf16 once per step instead of once per pass, was measured too: unet_128 at
+    128 px, 753 vs 760 ms per generator step, so it was not kept.)
 
     ``disc_a``/``disc_b`` must be frozen and unwrapped (no DDP): they are only a function of the fakes
     here. Returns the total loss (detached), its terms, and fake_a, fake_b for the discriminator step.
@@ -393,6 +394,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     logged: dict[str, float] = {}
     folder = export = None
     preempted = False
+
     def style_term(direction: str, fake: torch.Tensor, real: torch.Tensor, terms: dict) -> torch.Tensor:
         """Weighted Gram style loss of ``fake`` against the running target (0 when the loss is off);
         the unweighted value goes into ``terms`` for logging."""
