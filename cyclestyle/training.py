@@ -231,6 +231,7 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
     here. Returns the total loss (detached), its terms, and fake_a, fake_b for the discriminator step.
     """
     terms: dict[str, torch.Tensor] = {}
+    fakes: dict[str, torch.Tensor] = {}  # "ab": fake_b, "ba": fake_a
     loss_g = torch.zeros((), device=real_a.device)
     parts = (["identity"] if lam_i > 0 else []) + ["a", "b"]
     for part in parts:
@@ -243,23 +244,19 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
                     terms["idt_a"] = losses.l1(gen_ba(real_a), real_a)
                     terms["idt_b"] = losses.l1(gen_ab(real_b), real_b)
                     loss = lam_i * (terms["idt_a"] + terms["idt_b"])
-                elif part == "a":
-                    fake_b = gen_ab(real_a)
-                    terms["gan_ab"] = losses.gan_generator_loss(mode, disc_b(fake_b))
-                    terms["cycle_a"] = losses.l1(gen_ba(fake_b), real_a)
-                    loss = terms["gan_ab"] + lam_c * terms["cycle_a"]
+                else:  # one cycle: real -> fake (judged by the target domain's D) -> reconstruction
+                    direction, forward, back, disc, real, target_real = (
+                        ("ab", gen_ab, gen_ba, disc_b, real_a, real_b) if part == "a"
+                        else ("ba", gen_ba, gen_ab, disc_a, real_b, real_a))
+                    fakes[direction] = fake = forward(real)
+                    terms[f"gan_{direction}"] = losses.gan_generator_loss(mode, disc(fake))
+                    terms[f"cycle_{part}"] = losses.l1(back(fake), real)
+                    loss = terms[f"gan_{direction}"] + lam_c * terms[f"cycle_{part}"]
                     if style_term is not None:
-                        loss = loss + style_term("ab", fake_b, real_b, terms)
-                else:
-                    fake_a = gen_ba(real_b)
-                    terms["gan_ba"] = losses.gan_generator_loss(mode, disc_a(fake_a))
-                    terms["cycle_b"] = losses.l1(gen_ab(fake_a), real_b)
-                    loss = terms["gan_ba"] + lam_c * terms["cycle_b"]
-                    if style_term is not None:
-                        loss = loss + style_term("ba", fake_a, real_a, terms)
+                        loss = loss + style_term(direction, fake, target_real, terms)
             accelerator.backward(loss)
         loss_g = loss_g + loss.detach()
-    return loss_g, terms, fake_a, fake_b
+    return loss_g, terms, fakes["ba"], fakes["ab"]
 
 
 def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict,
