@@ -167,7 +167,8 @@ def test_gradient_accumulation_matches_larger_batch(tiny_cfg):
 
 
 def test_generator_loss_back_propagated_in_parts_equals_one_backward_of_the_sum():
-    """The three-graph backward (identity, A->B->A, B->A->B) gives the reference's single-backward grads."""
+    """The two-pass backward (A->B->A with B's identity, B->A->B with A's identity) gives the grads of
+    the reference's one backward of the summed loss."""
     import itertools
 
     from accelerate import Accelerator
@@ -197,8 +198,10 @@ def test_generator_loss_back_propagated_in_parts_equals_one_backward_of_the_sum(
     total.backward()
     assert float(loss) == pytest.approx(float(total.detach()), rel=1e-5)
     assert torch.equal(fake_b.detach(), fb.detach()) and torch.equal(fake_a.detach(), fa.detach())
+    # batched convolutions round differently from single-image ones: compare each tensor's relative error
+    # (measured: <1e-6 relative; the biases in front of instance norms have ~1e-6 grads, hence the 1e-6 floor)
     for p, g in zip(gen_params, split):
-        assert torch.allclose(g, p.grad, rtol=1e-4, atol=1e-7)
+        assert (g - p.grad).norm() <= 1e-5 * p.grad.norm() + 1e-6
     assert max(float(g.abs().max()) for g in split) > 1e-3  # the grads compared are not all ~0
 
 
