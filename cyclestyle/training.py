@@ -26,6 +26,7 @@ from torch.optim.swa_utils import AveragedModel
 from cyclestyle import checkpoint, config as config_lib, losses, nets
 from cyclestyle.config import Config, ConfigError
 from cyclestyle.data import build_loader, build_transform, load_image
+from cyclestyle.translate import native_bf16
 from cyclestyle.validation import Validator
 from cyclestyle.vgg import VGGFeatures
 
@@ -161,7 +162,7 @@ def resolve_precision(requested: str, cpu: bool = False) -> str:
         return requested
     if torch.cuda.is_available() and not cpu:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "no"
+    return "bf16" if native_bf16(torch.device("cpu")) else "no"
 
 
 def check_resumable(run_dir: Path, cfg: Config, resuming: bool) -> None:

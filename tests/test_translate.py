@@ -50,6 +50,18 @@ def test_pil_in_pil_out_same_size_and_direction(export, tmp_path):
     assert torch.allclose(t(x), expected, atol=1e-6)  # tensors in, tensors out, the b2a generator
 
 
+def test_auto_precision_is_bf16_where_native(export, tmp_path):
+    from cyclestyle.translate import native_bf16
+
+    expected = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    auto = Translator.load(tmp_path / "run", device="cpu", precision="auto")
+    explicit = Translator.load(tmp_path / "run", device="cpu", precision=expected)
+    assert auto.precision == expected
+    assert np.array_equal(np.asarray(auto(smooth_image(48, 32))), np.asarray(explicit(smooth_image(48, 32))))
+    with pytest.raises(ValueError, match="precision must be auto, fp32, bf16 or fp16"):
+        Translator.load(tmp_path / "run", device="cpu", precision="int8")
+
+
 def test_folder_translation_names_sizes_modes_and_bad_files(export, tmp_path):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)
@@ -167,7 +179,7 @@ def test_cli_matches_api_pixels_and_reports(export, tmp_path):
                            "--format", "png", "--device", "cpu"], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert "translated 1 image(s)" in done.stdout and "skipped 1 file(s)" in done.stderr and "bad.png" in done.stderr
-    api = Translator.load(tmp_path / "run", device="cpu")(Image.open(src / "p.jpg"))
+    api = Translator.load(tmp_path / "run", device="cpu", precision="auto")(Image.open(src / "p.jpg"))  # CLI default
     assert np.array_equal(np.asarray(api), np.asarray(Image.open(tmp_path / "cli" / "p.png")))
     missing = subprocess.run([sys.executable, "-m", "cyclestyle", "translate", "--checkpoint", str(tmp_path / "x.st"),
                               "--input", str(src), "--output", str(tmp_path / "o")], capture_output=True, text=True,

@@ -18,7 +18,9 @@ def add_parser(sub, name: str) -> None:
                       help="downscale so the longer side is at most N px (default: original size)")
     p.add_argument("--batch-size", type=positive_int, default=1, help="images of equal size translated together")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="auto: bf16 where the device computes it natively (CPUs with AVX512-BF16/AMX, Ampere+ "
+                        "GPUs), else fp32")
     p.add_argument("--tile", type=positive_int, default=None, metavar="N",
                    help="translate in N px tiles (bounded memory for huge images)")
     p.add_argument("--tile-overlap", type=int, default=64, metavar="M", help="overlap of neighbouring tiles")
