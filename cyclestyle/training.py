@@ -205,7 +205,7 @@ def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float])
 
     Measured on the 2-core CPU (tools/benchmark.py's machine), one step over both generators and both
     discriminators: ResNet-9 34 ms foreach vs 12 ms fused, unet_128 72 ms vs 23 ms (its whole 128 px bf16
-    step: 0.62 s). Same update rule; the two differ only in float rounding.
+    step: 0.57 s). Same update rule; the two differ only in float rounding.
     """
     try:
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
@@ -224,7 +224,7 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
     that graph is back-propagated before the mirror pass for B->A->B builds its own. The gradients are
     those of one backward of the summed loss (tested), with four generator calls instead of six and
     only half the activations alive at once. Measured with tools/benchmark.py (bf16, batch 1), against
-    one backward of everything: ResNet-9 at 256 px, peak RSS 3069 -> ~2400 MB at the same s/iter;
+    one backward of everything: ResNet-9 at 256 px, peak RSS 3069 -> 2488 MB (fp32: 3976 -> 2811 MB);
     and against three passes (identity separate): unet_128 0.76 -> 0.54 s/iter at 128 px and
     1.12 -> 0.95 at 256 px (its weights, not its FLOPs, set its cost, so fewer calls pay). One autocast
     region around both passes (weights cast to bf16 once per step) measured no faster and was dropped.
