@@ -161,7 +161,7 @@ def resolve_precision(requested: str, cpu: bool = False) -> str:
     if requested != "auto":
         return requested
     if torch.cuda.is_available() and not cpu:
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if native_bf16(torch.device("cuda")) else "fp16"
     return "bf16" if native_bf16(torch.device("cpu")) else "no"
 
 
