@@ -41,9 +41,7 @@ def _upsample(kind: str, in_ch: int, out_ch: int) -> list[nn.Module]:
     ``deconv``: a stride-2 transposed 3x3 convolution, as in the CycleGAN paper and its reference code. Its
     kernel overlaps unevenly on the output grid, which gives the checkerboard artifacts of early training.
     ``resize``: nearest-neighbour x2, then a 3x3 convolution (Odena et al. 2016, "Deconvolution and
-    checkerboard artifacts"); the same parameter count and FLOPs. On the ground-truth benchmark of
-    cyclestyle.quality (128 px, 1500 steps, seed 0) it scored +0.29 dB over identity against +1.53 dB for
-    deconv, so deconv stays the default; resize is an option.
+    checkerboard artifacts"); the same parameter count and FLOPs. The README's benchmark tables compare them.
     """
     if kind == "deconv":
         return [nn.ConvTranspose2d(in_ch, out_ch, 3, stride=2, padding=1, output_padding=1)]
@@ -74,24 +72,36 @@ class ResnetGenerator(nn.Module):
         return self.model(x)
 
 
+def _unet_upsample(kind: str, in_ch: int, out_ch: int) -> list[nn.Module]:
+    """One x2 upsampling of a U-Net level: ``deconv`` is the reference code's 4x4 stride-2 transposed
+    convolution (even overlap in 1-D, but its 2-D taps still start out uneven); ``resize`` is nearest x2 and
+    a 3x3 convolution, as in :func:`_upsample`."""
+    if kind == "deconv":
+        return [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1), nn.Conv2d(in_ch, out_ch, 3)]
+    raise ValueError(f"unknown upsampling '{kind}': {' or '.join(UPSAMPLING)}")
+
+
 class UnetBlock(nn.Module):
     """One U-Net level: down, the inner levels, up, and a skip connection around them."""
 
     def __init__(self, outer: int, inner: int, in_ch: int | None = None, submodule: nn.Module | None = None,
-                 outermost: bool = False, innermost: bool = False, norm: str = "instance", dropout: bool = False):
+                 outermost: bool = False, innermost: bool = False, norm: str = "instance", dropout: bool = False,
+                 upsample: str = "deconv"):
         super().__init__()
         self.outermost = outermost
         in_ch = outer if in_ch is None else in_ch
         down = [nn.Conv2d(in_ch, inner, 4, stride=2, padding=1)]
         if outermost:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), nn.Tanh()]
+            up = [nn.ReLU(True), *_unet_upsample(upsample, inner * 2, outer), nn.Tanh()]
             layers = down + [submodule] + up
         elif innermost:
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner, outer, 4, stride=2, padding=1), _norm(norm, outer)]
+            up = [nn.ReLU(True), *_unet_upsample(upsample, inner, outer), _norm(norm, outer)]
             layers = [nn.LeakyReLU(0.2, True)] + down + up
         else:
             down = [nn.LeakyReLU(0.2, True)] + down + [_norm(norm, inner)]
-            up = [nn.ReLU(True), nn.ConvTranspose2d(inner * 2, outer, 4, stride=2, padding=1), _norm(norm, outer)]
+            up = [nn.ReLU(True), *_unet_upsample(upsample, inner * 2, outer), _norm(norm, outer)]
             layers = down + [submodule] + up + ([nn.Dropout(0.5)] if dropout else [])
         self.model = nn.Sequential(*layers)
 
@@ -103,14 +113,15 @@ class UnetGenerator(nn.Module):
     """U-Net with ``num_downs`` stride-2 levels (7 for 128 px inputs, 8 for 256 px)."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, num_downs: int = 8,
-                 norm: str = "instance", dropout: bool = False):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv"):
         super().__init__()
-        block = UnetBlock(ngf * 8, ngf * 8, innermost=True, norm=norm)
+        up = {"norm": norm, "upsample": upsample}
+        block = UnetBlock(ngf * 8, ngf * 8, innermost=True, **up)
         for _ in range(num_downs - 5):
-            block = UnetBlock(ngf * 8, ngf * 8, submodule=block, norm=norm, dropout=dropout)
+            block = UnetBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, **up)
         for mult in (4, 2, 1):
-            block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, norm=norm)
-        self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, norm=norm)
+            block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, **up)
+        self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, **up)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -135,6 +146,22 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class MultiscalePatchDiscriminator(nn.Module):
+    """Two PatchGANs, on the image and on a 2x downsampled copy (Wang et al. 2018, pix2pixHD): the coarse
+    one sees twice the context for the same depth. The logit maps are flattened and concatenated into one
+    (N, patches) tensor, so every GAN loss (a mean over logits) and the R1 penalty apply unchanged."""
+
+    def __init__(self, in_ch: int = 3, ndf: int = 64, n_layers: int = 3, norm: str = "instance",
+                 spectral_norm: bool = False):
+        super().__init__()
+        self.scales = nn.ModuleList(PatchDiscriminator(in_ch, ndf, n_layers, norm, spectral_norm) for _ in range(2))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine, coarse = self.scales[0](x), self.scales[1](self.down(x))
+        return torch.cat([fine.flatten(1), coarse.flatten(1)], dim=1)
 
 
 class PixelDiscriminator(nn.Module):
@@ -168,6 +195,7 @@ GENERATORS: dict[str, Entry] = {
 
 DISCRIMINATORS: dict[str, Entry] = {
     "patch": Entry(PatchDiscriminator, 1),
+    "multiscale": Entry(MultiscalePatchDiscriminator, 1),
     "pixel": Entry(PixelDiscriminator, 1),
 }
 
@@ -195,10 +223,8 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
 
 def build_generator(model_cfg) -> nn.Module:
     """A generator from a ``ModelConfig`` (or anything with its attributes), initialised."""
-    kwargs = dict(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout)
-    if model_cfg.generator.startswith("resnet"):  # the U-Nets have one decoder design (validated in config)
-        kwargs["upsample"] = model_cfg.upsample
-    net = GENERATORS[model_cfg.generator].build(**kwargs)
+    net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout,
+                                                upsample=model_cfg.upsample)
     return init_weights(net, model_cfg.init, model_cfg.init_gain)
 
 

@@ -1,56 +1,52 @@
-"""A ground-truth translation benchmark: does training actually learn the translation? (issue #8)
+"""A ground-truth translation benchmark: does training learn the translation, texture and all?
 
 On real photo/painting data CycleGAN has no right answer to score against, only distribution metrics
 (FID, KID) that are noisy at small N. Here domain B is made from photos by a fixed, known, non-neural
-painting filter, so for held-out photos the right answer is known exactly: a translation is scored by PSNR
-and SSIM against it, next to the identity baseline (the untranslated photo against the same truth). A run
-that learns beats the identity baseline by a clear margin; a broken recipe does not.
+painter (:mod:`cyclestyle.painters`), so for held-out photos the right answer is known exactly: a translation
+is scored by PSNR and SSIM against it, next to the identity baseline (the untranslated photo against the same
+truth). A run that learns beats the identity baseline by a clear margin; a broken recipe does not.
 
-The benchmark (:func:`build_benchmark`)
----------------------------------------
-- Photos: the colour photographs bundled in the scikit-image wheel (``SOURCES``: no download), loaded with
-  the helpers of ``tools/make_sample_data.py``; of the stereo motorcycle pair only the left view is used
-  (the right one shows the same scene).
-- Filter: ``paint()`` of ``tools/make_sample_data.py`` (the bundled sample data's painting filter):
-  edge-preserving smoothing, posterised lightness, boosted chroma, a strong warm colour grade and darkened
-  edges. It is deterministic and mostly a local colour/tone mapping, and it moves the identity baseline far
-  from the truth (about 17 dB PSNR), which leaves room to measure learning (the filter's colour grade alone
-  scores about 26 dB). Measured on 2 CPU cores: a tiny unet_128 (ngf 8) at 128 px beats the identity
-  baseline by 3.6-4.0 dB after 1000 steps (about a minute); ResNet generators learn it far more slowly
-  (resnet_9blocks: +1.5 dB after 1500 steps at 128 px; resnet_6blocks at 32-64 px is still 2-3 dB below
-  identity after 400-3000 steps: their early outputs are noisy). The README has the recipe tables.
+Painters, and why several: a recipe tuned on one painter learns what that painter asks for. ``colour`` is
+mostly a colour and tone mapping, ``oil`` changes texture (flat patches, impasto relief), ``ink`` changes
+structure (tones become lines, flat areas become paper). A default is chosen on the mean over painters.
+
+The benchmark (:func:`build_benchmark`, one folder per painter)
+---------------------------------------------------------------
+- Photos: the colour photographs bundled in the scikit-image wheel (``SOURCES``: no download); of the stereo
+  motorcycle pair only the left view is used (the right one shows the same scene).
 - Unpaired, with a held-out test set: every photo is cut into a 2x2 grid of cells and each cell belongs to
   exactly one split (per photo, a seeded shuffle gives one cell to trainA, one to trainB, one to the test
   set and the fourth alternately to trainA or trainB). Every image is a random square crop inside one cell
-  (50-100% of the cell's shorter side), resized to ``size`` px. So no pixel of a test photo is in a
-  training image, and no photo in trainA has its painting in trainB; the crop boxes are recorded in the
-  manifest, and the names say the cell (``<photo>-c<cell>_<nnn>.png``).
-- Files (PNG, lossless, so that the truth is exactly ``paint(test photo)`` as read back from disk)::
+  (50-100% of the cell's shorter side), resized to ``size`` px with area averaging. So no pixel of a test
+  photo is in a training image, and no photo in trainA has its painting in trainB; the crop boxes are
+  recorded in the manifest, and the names say the cell (``<photo>-c<cell>_<nnn>.png``). The crops do not
+  depend on the painter: every painter's benchmark has the same trainA and testA.
+- Files (PNG, lossless, so that the truth is exactly ``painter(test photo)`` as read back from disk)::
 
       OUT/trainA/          photos                           (n_train)
       OUT/trainB/          painted photos of other cells    (n_train)
       OUT/testA/           held-out photos                  (n_test)
-      OUT/testA_painted/   paint() of each testA image, same names: the ground truth
+      OUT/testA_painted/   the painter's rendering of each testA image, same names: the ground truth
       OUT/benchmark.json   the manifest: parameters, cell roles, every file's photo, cell and crop box
 
 The run (:func:`run_quality`)
 -----------------------------
 Trains with ``cyclestyle.training.train`` in this process, translates ``testA`` with
 ``cyclestyle.translate.Translator`` from the run's exported generators, and scores the translations and the
-identity baseline against ``testA_painted``: PSNR (computed here) and SSIM (scikit-image). FID/KID of the
-translations against ``testA_painted`` use :mod:`cyclestyle.evaluation` with the real Inception weights; when
-those are missing the figure is reported as n/a with how to provide them, never silently replaced by a
-random network (``random_inception=True`` exists for tests, and every report labels it).
+identity baseline against ``testA_painted``: PSNR (computed here), SSIM (scikit-image) and a grid-artifact
+figure (:func:`grid_energy_db`: spectral energy at the generator's stride frequencies, relative to the
+truth's). FID/KID of the translations against ``testA_painted`` use :mod:`cyclestyle.evaluation` with the
+real Inception weights; when those are missing the figure is reported as n/a with how to provide them, never
+silently replaced by a random network (``random_inception=True`` exists for tests, and every report labels it).
 
-Requirements: scikit-image (a dev extra: the photos and SSIM) and a source checkout of cyclestyle (the
-photo and filter helpers live in ``tools/make_sample_data.py``). ``tools/quality_check.py`` is the command.
+Requirements: scikit-image (the ``dev`` extra: the photos and SSIM). ``tools/quality_check.py`` and
+``python -m cyclestyle.quality`` are the command.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -63,9 +59,10 @@ from typing import Sequence
 
 import numpy as np
 
+from cyclestyle import painters
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "configs" / "base.yaml"
-SAMPLE_TOOL = ROOT / "tools" / "make_sample_data.py"
+BASE_CONFIG = ROOT / "configs" / "base.yaml"  # in a source checkout; an installed package uses the schema defaults
 
 # Colour photographs in the scikit-image wheel (see tools/make_sample_data.py for their licences; ``cat`` is
 # ``chelsea`` again, so it is not listed). ``stereo_motorcycle`` is a (left, right, disparity) tuple.
@@ -73,8 +70,8 @@ SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "imm
            "stereo_motorcycle", "retina")
 GRID = 2  # cells per side of each photo
 CELL_CROP_FRACTION = (0.5, 1.0)  # crop side as a fraction of the cell's shorter side
-FILTER = "tools/make_sample_data.py:paint"
-BENCHMARK_VERSION = 1  # bump when the layout, the sources or the filter change: --reuse-data then refuses old data
+PAINTERS = tuple(painters.PAINTERS)
+BENCHMARK_VERSION = 2  # bump when the layout, the sources or the filter change: --reuse-data then refuses old data
 SPLITS = ("trainA", "trainB", "testA", "testA_painted")
 MANIFEST = "benchmark.json"
 
@@ -83,41 +80,45 @@ class QualityError(RuntimeError):
     """The benchmark cannot run as asked; the message is one line saying what to do."""
 
 
-# --- photos and the filter (tools/make_sample_data.py) ------------------------------------------------
+# --- photos ------------------------------------------------------------------------------------------
 
 
-def sample_tools():
-    """``tools/make_sample_data.py`` as a module: ``load_photo``, ``random_box``, ``paint``, ``split_counts``.
-
-    Loaded by path because ``tools/`` is not a package; the benchmark is a development tool that runs from
-    a source checkout, like the sample data it shares the filter with.
-    """
-    module = sys.modules.get("make_sample_data")
-    if module is not None:
-        return module
-    if not SAMPLE_TOOL.is_file():
-        raise QualityError(f"the quality benchmark needs a source checkout of cyclestyle: {SAMPLE_TOOL} not found")
-    spec = importlib.util.spec_from_file_location("make_sample_data", SAMPLE_TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_sample_data"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def paint(image_rgb_uint8: np.ndarray) -> np.ndarray:
-    """The benchmark's A->B ground truth: the sample data's painting filter (RGB uint8 in and out)."""
-    return sample_tools().paint(image_rgb_uint8)
-
-
-def load_source(name: str) -> np.ndarray:
-    """The photo ``name`` of :data:`SOURCES` as RGB uint8 (H, W, 3)."""
+def load_photo(name: str) -> np.ndarray:
+    """The scikit-image photograph ``name`` as RGB uint8 (H, W, 3) (the stereo pair: its left view)."""
     try:
         import skimage.data
     except ImportError:
         raise QualityError("the quality benchmark needs scikit-image (pip install -e '.[dev]')") from None
-    if name == "stereo_motorcycle":
-        return np.ascontiguousarray(skimage.data.stereo_motorcycle()[0][..., :3])
-    return sample_tools().load_photo(name)
+    image = getattr(skimage.data, name)()
+    image = np.asarray(image[0] if name == "stereo_motorcycle" else image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    if image.dtype != np.uint8:
+        raise QualityError(f"skimage.data.{name} is {image.dtype}, expected uint8")
+    return np.ascontiguousarray(image[..., :3])
+
+
+load_source = load_photo  # the name earlier versions used
+
+
+def random_box(height: int, width: int, rng: np.random.Generator,
+               fraction: tuple[float, float] = CELL_CROP_FRACTION) -> tuple[int, int, int]:
+    """A random square ``(top, left, side)`` inside a ``height`` x ``width`` image, its side a uniform
+    ``fraction`` of the shorter side."""
+    side = int(round(min(height, width) * rng.uniform(*fraction)))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    return top, left, side
+
+
+def split_counts(total: int, n_parts: int) -> list[int]:
+    """Share ``total`` images among ``n_parts`` as evenly as possible."""
+    return [total // n_parts + (1 if i < total % n_parts else 0) for i in range(n_parts)]
+
+
+def paint(image_rgb_uint8: np.ndarray, painter: str = "colour") -> np.ndarray:
+    """The benchmark's A->B ground truth for ``painter`` (RGB uint8 in and out)."""
+    return painters.get(painter)(image_rgb_uint8)
 
 
 def cell_bounds(height: int, width: int, cell: int) -> tuple[int, int, int, int]:
@@ -155,22 +156,24 @@ def read_rgb(path: str | Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def _parameters(size: int, seed: int, n_train: int, n_test: int, sources: Sequence[str]) -> dict:
+def _parameters(size: int, seed: int, n_train: int, n_test: int, sources: Sequence[str], painter: str) -> dict:
     return {"version": BENCHMARK_VERSION, "size": size, "seed": seed, "n_train": n_train, "n_test": n_test,
             "sources": list(sources), "grid": GRID, "cell_crop_fraction": list(CELL_CROP_FRACTION),
-            "filter": FILTER}
+            "painter": painter, "filter": f"cyclestyle.painters.{painter}"}
 
 
 def build_benchmark(out: str | Path, size: int = 128, seed: int = 0, n_train: int = 400, n_test: int = 64,
-                    sources: Sequence[str] = SOURCES) -> dict:
-    """Write the benchmark folders under ``out`` (old images there are deleted first); returns the manifest."""
+                    sources: Sequence[str] = SOURCES, painter: str = "colour") -> dict:
+    """Write the benchmark of ``painter`` under ``out`` (old images there are deleted first); returns the
+    manifest. The crops depend on ``seed`` only, so every painter gets the same photos."""
     import cv2
 
     if size < 16 or size % 4:
         raise QualityError(f"--size must be a multiple of 4 and at least 16, got {size}")
     if n_train < 1 or n_test < 1:
         raise QualityError(f"the benchmark needs at least one training and one test image, got {n_train}, {n_test}")
-    tools = sample_tools()
+    if painter not in painters.PAINTERS:
+        raise QualityError(f"unknown painter '{painter}'; known: {', '.join(painters.PAINTERS)}")
     cv2.setNumThreads(1)  # OpenCV's filters are only bit-reproducible single-threaded
     out = Path(out)
     for split in SPLITS:
@@ -183,42 +186,42 @@ def build_benchmark(out: str | Path, size: int = 128, seed: int = 0, n_train: in
     cells = {role: [(s, c) for s in range(len(sources)) for c in range(GRID * GRID) if roles[s][c] == role]
              for role in ("A", "B", "test")}
     quota = {"A": n_train, "B": n_train, "test": n_test}
-    photos = [load_source(name) for name in sources]
+    photos = [load_photo(name) for name in sources]
     images = []
     for role in ("A", "B", "test"):
-        for (s, c), count in zip(cells[role], tools.split_counts(quota[role], len(cells[role]))):
+        for (s, c), count in zip(cells[role], split_counts(quota[role], len(cells[role]))):
             photo = photos[s]
             top0, left0, h, w = cell_bounds(*photo.shape[:2], c)
             for index in range(count):
-                top, left, side = tools.random_box(h, w, rng, CELL_CROP_FRACTION)
+                top, left, side = random_box(h, w, rng, CELL_CROP_FRACTION)
                 top, left = top0 + top, left0 + left
                 crop = cv2.resize(photo[top:top + side, left:left + side], (size, size), interpolation=cv2.INTER_AREA)
                 name = f"{sources[s]}-c{c}_{index:03d}.png"
                 split = {"A": "trainA", "B": "trainB", "test": "testA"}[role]
-                _write_png(out / split / name, paint(crop) if role == "B" else crop)
+                _write_png(out / split / name, paint(crop, painter) if role == "B" else crop)
                 if role == "test":
-                    _write_png(out / "testA_painted" / name, paint(crop))
+                    _write_png(out / "testA_painted" / name, paint(crop, painter))
                 images.append({"file": f"{split}/{name}", "split": split, "source": sources[s], "cell": c,
                                "box": [top, left, side]})
     counts = {split: len(list((out / split).glob("*.png"))) for split in SPLITS}
-    manifest = {**_parameters(size, seed, n_train, n_test, sources), "counts": counts,
+    manifest = {**_parameters(size, seed, n_train, n_test, sources, painter), "counts": counts,
                 "cell_roles": {name: roles[s] for s, name in enumerate(sources)}, "images": images}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
 def load_or_build(out: str | Path, size: int = 128, seed: int = 0, n_train: int = 400, n_test: int = 64,
-                  reuse: bool = False, sources: Sequence[str] = SOURCES) -> dict:
-    """The benchmark under ``out``: rebuilt, or with ``reuse`` the existing one if it was built with the same
-    parameters (a mismatch is an error naming the differing parameters)."""
+                  reuse: bool = False, sources: Sequence[str] = SOURCES, painter: str = "colour") -> dict:
+    """The benchmark of ``painter`` under ``out``: rebuilt, or with ``reuse`` the existing one if it was built
+    with the same parameters (a mismatch is an error naming the differing parameters)."""
     path = Path(out) / MANIFEST
     if not reuse:
-        return build_benchmark(out, size, seed, n_train, n_test, sources)
+        return build_benchmark(out, size, seed, n_train, n_test, sources, painter)
     if not path.is_file():
         print(f"quality: --reuse-data: no benchmark at {path} yet; building it")
-        return build_benchmark(out, size, seed, n_train, n_test, sources)
+        return build_benchmark(out, size, seed, n_train, n_test, sources, painter)
     manifest = json.loads(path.read_text())
-    wanted = _parameters(size, seed, n_train, n_test, sources)
+    wanted = _parameters(size, seed, n_train, n_test, sources, painter)
     differ = [f"{k}={manifest.get(k)!r} (asked {v!r})" for k, v in wanted.items() if manifest.get(k) != v]
     if differ:
         raise QualityError(f"--reuse-data: {path} was built with other parameters: {', '.join(differ)}; "
@@ -257,6 +260,25 @@ def score(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict:
     s = np.array([ssim(a, b) for a, b in pairs])
     return {"psnr": float(p.mean()), "psnr_std": float(p.std()), "ssim": float(s.mean()),
             "ssim_std": float(s.std()), "n": len(pairs)}
+
+
+def grid_energy_db(pairs: Sequence[tuple[np.ndarray, np.ndarray]], period: int = 8) -> float:
+    """Checkerboard/grid artifacts: spectral energy at the frequencies of a pattern that repeats every
+    ``period`` px (every multiple of 1/period cycles per pixel on both axes, DC excluded), of the images
+    relative to their truths, in dB (summed over the pairs). A stride-2 upsampling's uneven overlap
+    (Odena et al. 2016) leaves a pattern of period 2, 4, 8 ... px, all caught by ``period=8``; 0 dB means as
+    much energy there as the truth has, +3 dB twice as much."""
+    def energy(image: np.ndarray) -> float:
+        gray = np.asarray(image, np.float64) @ np.array([0.299, 0.587, 0.114])
+        power = np.abs(np.fft.fft2(gray - gray.mean())) ** 2
+        h, w = gray.shape
+        rows = np.unique(np.round(np.arange(period) * h / period).astype(int) % h)
+        cols = np.unique(np.round(np.arange(period) * w / period).astype(int) % w)
+        return float(power[np.ix_(rows, cols)].sum() - power[0, 0])
+
+    image_energy = sum(energy(a) for a, _ in pairs)
+    truth_energy = sum(energy(b) for _, b in pairs)
+    return float(10.0 * np.log10(max(image_energy, 1e-12) / max(truth_energy, 1e-12)))
 
 
 # --- one training run and its scores ----------------------------------------------------------------
@@ -398,6 +420,7 @@ def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path |
         model_pairs.append((translated, truth))
         identity_pairs.append((photo, truth))
     model, identity = score(model_pairs), score(identity_pairs)
+    model["grid_db"], identity["grid_db"] = grid_energy_db(model_pairs), grid_energy_db(identity_pairs)
 
     fid_report = {"fid": None, "label": "skipped", "note": "skipped (--no-fid)"}
     if fid:
@@ -405,7 +428,7 @@ def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path |
                                  fid_cache, device)
     mean_step, median_step = timer.seconds_per_step()
     return {
-        "name": name, "overrides": list(overrides), "config": str(config) if config else None,
+        "name": name, "painter": manifest.get("painter", "colour"), "overrides": list(overrides), "config": str(config) if config else None,
         "config_diff_vs_base": config_diff(cfg), "seed": seed, "steps": result.step, "steps_requested": steps,
         "stopped_by_time": timer.stopped_by_time, "minutes": minutes,
         "mixed_precision": resolve_precision(cfg.train.mixed_precision, cfg.train.cpu),
@@ -415,7 +438,8 @@ def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path |
         "seconds_per_step_median": median_step, "wall_seconds": round(time.perf_counter() - started, 2),
         "run_dir": str(run_dir), "translations": str(out_dir), "final_losses": result.losses,
         "benchmark": {"dir": str(bench_dir), **{k: manifest[k] for k in ("version", "size", "seed", "n_train",
-                                                                         "n_test", "filter", "counts")}},
+                                                                         "n_test", "painter", "filter",
+                                                                         "counts")}},
         "machine": machine(), "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "cyclestyle_version": _version(),
     }
@@ -433,14 +457,15 @@ def _version() -> str:
 def format_run(report: dict) -> str:
     """The human-readable summary of one :func:`run_quality` report."""
     m, i, f = report["model"], report["identity"], report["fid"]
-    lines = [f"quality: {report['name']} seed {report['seed']}: {report['steps']} steps"
+    lines = [f"quality: {report['name']} on {report['painter']}, seed {report['seed']}: {report['steps']} steps"
              + (" (stopped by --minutes)" if report["stopped_by_time"] else "")
              + f", {report['train_seconds']:.0f} s training"
              + (f", {report['seconds_per_step']:.3f} s/step" if report["seconds_per_step"] else "")
              + f", mixed precision {report['mixed_precision']}",
-             f"  test set: {m['n']} held-out photos, {report['benchmark']['size']} px, truth = {FILTER}",
+             f"  test set: {m['n']} held-out photos, {report['benchmark']['size']} px, truth = {report['benchmark']['filter']}",
              f"  PSNR  model {m['psnr']:6.2f} dB   identity {i['psnr']:6.2f} dB   delta {report['delta_psnr']:+.2f} dB",
-             f"  SSIM  model {m['ssim']:6.4f}      identity {i['ssim']:6.4f}      delta {report['delta_ssim']:+.4f}"]
+             f"  SSIM  model {m['ssim']:6.4f}      identity {i['ssim']:6.4f}      delta {report['delta_ssim']:+.4f}",
+             f"  grid  model {m['grid_db']:+6.2f} dB   (energy at 8-px-periodic frequencies vs the truth's)"]
     if f.get("fid") is None:
         lines.append(f"  FID: {f['note']}")
     else:
@@ -462,32 +487,78 @@ def _mean_std(values: Sequence[float], digits: int, signed: bool = False) -> str
     return f"{np.mean(values):{sign}.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -> str:
-    """A markdown table: one row per recipe (mean ± sample std across seeds), the identity baseline first."""
+def _painter_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -> str:
     reports = [r for rs in groups.values() for r in rs]
     with_fid = any(r["fid"].get("fid") is not None for r in reports)
     random_fid = any("RANDOM" in r["fid"].get("label", "") for r in reports)
-    head = ["recipe", "overrides", "seeds", "steps", "PSNR (dB)", "SSIM", "Δ PSNR vs identity (dB)", "s/step (median)"]
+    head = ["recipe", "overrides", "seeds", "steps", "PSNR (dB)", "SSIM", "Δ PSNR vs identity (dB)", "grid (dB)",
+            "s/step (median)"]
     if with_fid:
         head += ["FID" + (" (RANDOM Inception: not FID)" if random_fid else ""), "KID"]
+    blank = [""] * (len(head) - 4)
     rows = [head, ["---"] * len(head)]
     if reports:
         i = reports[0]["identity"]
-        rows.append(["identity (input photo)", "", "", "", f"{i['psnr']:.2f}", f"{i['ssim']:.4f}", "0", ""]
-                    + (["", ""] if with_fid else []))
+        rows.append(["identity (input photo)", "", "", "", f"{i['psnr']:.2f}", f"{i['ssim']:.4f}", "0",
+                     f"{i.get('grid_db', float('nan')):+.2f}", ""] + (["", ""] if with_fid else []))
     for name, rs in groups.items():
         overrides = " ".join(recipes.get(name, [])) or "(none)"
         if not rs:
-            rows.append([name, overrides, "failed", "", "", "", "", ""] + (["", ""] if with_fid else []))
+            rows.append([name, overrides, "failed", "", *blank])
             continue
         steps = sorted({r["steps"] for r in rs})
         row = [name, overrides, " ".join(str(r["seed"]) for r in rs), "/".join(map(str, steps)),
                _mean_std([r["model"]["psnr"] for r in rs], 2), _mean_std([r["model"]["ssim"] for r in rs], 4),
-               _mean_std([r["delta_psnr"] for r in rs], 2, signed=True), _mean_std([r["seconds_per_step_median"] for r in rs], 3)]
+               _mean_std([r["delta_psnr"] for r in rs], 2, signed=True),
+               _mean_std([r["model"].get("grid_db") for r in rs], 2, signed=True),
+               _mean_std([r["seconds_per_step_median"] for r in rs], 3)]
         if with_fid:
             row += [_mean_std([r["fid"].get("fid") for r in rs], 1), _mean_std([r["fid"].get("kid_mean") for r in rs], 4)]
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def summary_rows(groups: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per recipe: Δ PSNR vs identity per painter (mean over seeds), their mean over painters, and the std
+    across seeds of that mean (seeds that ran on every painter)."""
+    out = {}
+    for name, rs in groups.items():
+        by_painter: dict[str, list[dict]] = {}
+        for r in rs:
+            by_painter.setdefault(r.get("painter", "colour"), []).append(r)
+        per_painter = {p: float(np.mean([r["delta_psnr"] for r in prs])) for p, prs in by_painter.items()}
+        seeds = set.intersection(*({r["seed"] for r in prs} for prs in by_painter.values())) if by_painter else set()
+        per_seed = [np.mean([r["delta_psnr"] for prs in by_painter.values() for r in prs if r["seed"] == s])
+                    for s in sorted(seeds)]
+        out[name] = {"per_painter": per_painter, "mean": float(np.mean(list(per_painter.values()))) if rs else None,
+                     "seed_std": float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None,
+                     "grid_db": float(np.mean([r["model"].get("grid_db", np.nan) for r in rs])) if rs else None,
+                     "ssim": float(np.mean([r["model"]["ssim"] for r in rs])) if rs else None}
+    return out
+
+
+def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -> str:
+    """Markdown: a summary (one row per recipe: Δ PSNR vs identity per painter, mean over seeds, and the mean
+    over painters ± the std across seeds), then one detailed table per painter (mean ± sample std across
+    seeds, the identity baseline first)."""
+    painters_seen = list(dict.fromkeys(r.get("painter", "colour") for rs in groups.values() for r in rs))
+    summary = summary_rows(groups)
+    head = ["recipe", "overrides", *[f"{p} Δ dB" for p in painters_seen], "mean Δ dB", "SSIM (mean)", "grid (dB)"]
+    rows = [head, ["---"] * len(head)]
+    for name, row in summary.items():
+        overrides = " ".join(recipes.get(name, [])) or "(none)"
+        if row["mean"] is None:
+            rows.append([name, overrides, *["failed"] * len(painters_seen), "", "", ""])
+            continue
+        mean = f"{row['mean']:+.2f}" + (f" ± {row['seed_std']:.2f}" if row["seed_std"] is not None else "")
+        rows.append([name, overrides, *[f"{row['per_painter'][p]:+.2f}" if p in row["per_painter"] else "n/a"
+                                        for p in painters_seen],
+                     mean, f"{row['ssim']:.4f}", f"{row['grid_db']:+.2f}"])
+    parts = ["\n".join("| " + " | ".join(r) + " |" for r in rows)]
+    for painter in painters_seen:
+        per = {name: [r for r in rs if r.get("painter", "colour") == painter] for name, rs in groups.items()}
+        parts.append(f"painter {painter}:\n\n" + _painter_table(per, recipes))
+    return "\n\n".join(parts)
 
 
 def write_json(path: str | Path, data) -> Path:

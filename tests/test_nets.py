@@ -7,7 +7,7 @@ from cyclestyle.config import ModelConfig
 
 
 @pytest.mark.parametrize("name,upsample", [(name, "deconv") for name in sorted(nets.GENERATORS)]
-                         + [("resnet_6blocks", "resize")])
+                         + [("resnet_6blocks", "resize"), ("unet_128", "resize")])
 def test_generator_shape_gradients_finite(name, upsample):
     torch.manual_seed(0)
     size = max(nets.GENERATORS[name].size_multiple, 16)
@@ -28,9 +28,11 @@ def test_discriminator_shape_gradients_finite(name, spectral):
     net = nets.build_discriminator(ModelConfig(discriminator=name, ndf=8, spectral_norm=spectral))
     x = torch.randn(2, 3, 64, 64)
     y = net(x)
-    assert y.shape[:2] == (2, 1) and torch.isfinite(y).all()
+    assert y.shape[0] == 2 and torch.isfinite(y).all()
     if name == "patch":
-        assert y.shape[2:] == (6, 6)
+        assert y.shape[1:] == (1, 6, 6)
+    if name == "multiscale":  # 6x6 patches at full scale and 2x2 at half scale, flattened
+        assert y.shape == (2, 36 + 4)
     y.mean().backward()
     for pname, p in net.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
@@ -43,6 +45,16 @@ def test_patchgan_receptive_field_is_70():
     y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
     rows = x.grad[0].abs().sum(dim=(0, 2)).nonzero()
     assert int(rows.max() - rows.min() + 1) == 70
+
+
+def test_multiscale_coarse_patches_see_twice_the_context():
+    net = nets.MultiscalePatchDiscriminator(ndf=4, n_layers=3, norm="none")
+    x = torch.randn(1, 3, 256, 256, requires_grad=True)
+    y = net(x)
+    fine = net.scales[0](x).numel()
+    y[0, fine + (y.shape[1] - fine) // 2].backward()  # a coarse patch near the centre
+    rows = x.grad[0].abs().sum(dim=(0, 2)).nonzero()
+    assert int(rows.max() - rows.min() + 1) > 2 * 70 - 4
 
 
 def test_spectral_norm_bounds_largest_singular_value():
@@ -109,3 +121,11 @@ def test_resize_upsampling_has_no_checkerboard():
 def test_unknown_upsampling_is_refused():
     with pytest.raises(ValueError, match="unknown upsampling 'bilinear'"):
         nets.ResnetGenerator(ngf=4, n_blocks=1, upsample="bilinear")
+
+
+def test_unet_resize_upsampling_replaces_every_transposed_conv():
+    """model.upsample applies to the U-Nets too: no transposed convolution is left, the output keeps its shape."""
+    net = nets.build_generator(ModelConfig(generator="unet_128", ngf=4, upsample="resize"))
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
+    assert sum(isinstance(m, nn.Upsample) for m in net.modules()) == 7  # one per level
+    assert net(torch.randn(1, 3, 128, 128)).shape == (1, 3, 128, 128)

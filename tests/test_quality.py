@@ -33,7 +33,7 @@ E2E_OVERRIDES = ["model.generator=unet_128", "model.ngf=8", "model.ndf=8", "loss
 # about 50 s of training on 2 idle cores); required: 1.5 dB, about 40% of the smallest gain.
 E2E_MARGIN_DB = 1.5
 
-REPORT_FIELDS = {"name", "overrides", "config", "config_diff_vs_base", "seed", "steps", "steps_requested",
+REPORT_FIELDS = {"name", "painter", "overrides", "config", "config_diff_vs_base", "seed", "steps", "steps_requested",
                  "stopped_by_time", "minutes", "mixed_precision", "model", "identity", "delta_psnr", "delta_ssim",
                  "fid", "notes", "train_seconds", "seconds_per_step", "seconds_per_step_median", "wall_seconds",
                  "run_dir", "translations", "final_losses", "benchmark", "machine", "timestamp",
@@ -157,14 +157,85 @@ def test_recipe_parsing_and_table():
         tool.parse_recipe("bad=loss.gan_mode")
 
     def report(seed, psnr):
-        return {"seed": seed, "steps": 10, "model": {"psnr": psnr, "ssim": 0.5}, "identity": {"psnr": 17.0, "ssim": 0.55},
+        return {"seed": seed, "steps": 10, "model": {"psnr": psnr, "ssim": 0.5, "grid_db": 1.0},
+                "identity": {"psnr": 17.0, "ssim": 0.55, "grid_db": 0.0},
                 "delta_psnr": psnr - 17.0, "seconds_per_step_median": 0.1, "fid": {"fid": None, "note": "n/a"}}
 
     table = quality.format_table({"a": [report(0, 20.0), report(1, 22.0)], "b": []}, {"a": [], "b": ["x=1"]})
-    lines = table.splitlines()
+    summary, detail = table.split("\n\npainter colour:\n\n")
+    lines = summary.splitlines()
+    assert lines[0] == "| recipe | overrides | colour Δ dB | mean Δ dB | SSIM (mean) | grid (dB) |"
+    assert lines[2] == "| a | (none) | +4.00 | +4.00 ± 1.41 | 0.5000 | +1.00 |"
+    assert lines[3].startswith("| b | x=1 | failed |")
+    lines = detail.splitlines()
     assert lines[0].startswith("| recipe |") and "identity" in lines[2]
-    assert lines[3].startswith("| a | (none) | 0 1 | 10 | 21.00 ± 1.41 | 0.5000 ± 0.0000 | +4.00 ± 1.41 |")
+    assert lines[3].startswith("| a | (none) | 0 1 | 10 | 21.00 ± 1.41 | 0.5000 ± 0.0000 | +4.00 ± 1.41 | +1.00 ± 0.00 |")
     assert "failed" in lines[4]
+
+
+def test_summary_means_over_painters_and_seeds():
+    def report(painter, seed, delta):
+        return {"painter": painter, "seed": seed, "delta_psnr": delta, "model": {"ssim": 0.5, "grid_db": 0.0}}
+
+    rows = quality.summary_rows({"r": [report("colour", 0, 4.0), report("oil", 0, 2.0), report("colour", 1, 6.0),
+                                       report("oil", 1, 2.0)]})["r"]
+    assert rows["per_painter"] == {"colour": 5.0, "oil": 2.0}
+    assert rows["mean"] == pytest.approx(3.5)
+    assert rows["seed_std"] == pytest.approx(np.std([3.0, 4.0], ddof=1))  # per-seed means over painters
+
+
+def test_grid_energy_sees_a_stride_pattern():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(60, 200, (64, 64, 3)).astype(np.float64)
+    truth = (truth + np.roll(truth, 1, 0) + np.roll(truth, 1, 1)) / 3  # some texture, no grid
+    checker = 8.0 * ((np.indices((64, 64)).sum(0) % 2) * 2 - 1)[..., None]  # period-2 checkerboard
+    assert quality.grid_energy_db([(truth, truth)]) == pytest.approx(0.0)
+    assert quality.grid_energy_db([(truth + checker, truth)]) > 6.0
+    noise = rng.normal(0, 8.0, truth.shape)  # the same energy spread over every frequency barely moves it
+    assert quality.grid_energy_db([(truth + noise, truth)]) < 3.0
+
+
+def test_painters_change_what_they_are_meant_to(bench):
+    """oil removes fine texture and keeps borders, ink turns most of the photo into paper; all deterministic."""
+    from cyclestyle import painters
+
+    out, _ = bench
+    photo = quality.read_rgb(out / "testA" / _names(out / "testA")[0])
+
+    def detail(image):  # median |Laplacian| of the grey image: fine texture (patch borders are few pixels)
+        gray = image.astype(np.float64).mean(-1)
+        return np.median(np.abs(4 * gray[1:-1, 1:-1] - gray[:-2, 1:-1] - gray[2:, 1:-1] - gray[1:-1, :-2]
+                                - gray[1:-1, 2:]))
+
+    for name, paint in painters.PAINTERS.items():
+        np.testing.assert_array_equal(paint(photo), paint(photo.copy()), err_msg=name)
+        assert paint(photo).shape == photo.shape
+    oil = painters.oil(photo)
+    # Kuwahara: fine texture goes, a hard border stays. Two flat halves under noise of std 15:
+    halves = np.where(np.arange(64) < 32, 60.0, 190.0)[None, :, None].repeat(64, 0).repeat(3, 2)
+    noisy = np.clip(halves + np.random.default_rng(0).normal(0, 15, halves.shape), 0, 255).astype(np.uint8)
+    flat = painters.kuwahara(noisy, 4)
+    assert detail(flat) < 0.35 * detail(noisy)
+    assert flat[:, 29].mean() < 80 and flat[:, 34].mean() > 170  # the border is not blurred
+    assert np.abs(oil.astype(int) - photo).mean() > 10  # and the grade and relief change the picture
+    ink = painters.ink(photo).reshape(-1, 3)
+    paper = np.all(np.abs(ink.astype(int) - painters.PAPER.astype(int)) <= 1, axis=1).mean()
+    assert paper > 0.3  # a large part of the photo became plain paper
+    with pytest.raises(ValueError, match="unknown painter 'watercolour'; known: colour, oil, ink"):
+        painters.get("watercolour")
+
+
+def test_every_painter_gets_the_same_photos(tmp_path):
+    manifests = {p: quality.build_benchmark(tmp_path / p, size=32, seed=1, n_train=8, n_test=4, painter=p)
+                 for p in ("colour", "ink")}
+    assert manifests["colour"]["images"] == manifests["ink"]["images"]
+    assert manifests["ink"]["painter"] == "ink" and manifests["ink"]["filter"] == "cyclestyle.painters.ink"
+    name = _names(tmp_path / "ink" / "testA")[0]
+    photo = quality.read_rgb(tmp_path / "colour" / "testA" / name)
+    np.testing.assert_array_equal(photo, quality.read_rgb(tmp_path / "ink" / "testA" / name))
+    np.testing.assert_array_equal(quality.paint(photo, "ink"), quality.read_rgb(tmp_path / "ink" / "testA_painted" / name))
+    with pytest.raises(quality.QualityError, match=r"painter='ink' \(asked 'colour'\)"):
+        quality.load_or_build(tmp_path / "ink", 32, 1, 8, 4, reuse=True, painter="colour")
 
 
 def test_training_beats_identity(bench, tmp_path):

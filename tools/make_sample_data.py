@@ -12,7 +12,7 @@ share image content, as in a real unpaired problem:
 
 * domain A, "photos": random square crops of the group-A photographs, unmodified;
 * domain B, "paintings": random square crops of the group-B photographs passed
-  through :func:`paint`, a fixed, deterministic, non-neural painting filter
+  through ``cyclestyle.painters.colour``, a fixed, deterministic, non-neural painting filter
   (edge-preserving smoothing, posterisation, a warm colour grade and darkened
   edges), so that B differs from A in both texture and colour statistics.
 
@@ -41,8 +41,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import sys
+
 import cv2
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed package
+    sys.path.insert(0, str(ROOT))
+
+from cyclestyle.painters import colour as paint  # noqa: E402  (the sample data's painter)
+from cyclestyle.quality import load_photo, split_counts  # noqa: E402
+from cyclestyle.quality import random_box as _random_box  # noqa: E402
 
 # Colour photographs bundled in the scikit-image wheel (no download needed), with
 # their licences as given in the skimage.data docstrings. ``chelsea`` and ``cat`` are
@@ -58,83 +68,11 @@ JPEG_QUALITY = 90
 SUBDIRS = ("trainA", "trainB", "testA", "testB", "testA_painted")
 
 
-def load_photo(name: str) -> np.ndarray:
-    """Return the skimage.data photograph ``name`` as an RGB uint8 array (H, W, 3)."""
-    import skimage.data
-
-    image = np.asarray(getattr(skimage.data, name)())
-    if image.ndim == 2:
-        image = np.stack([image] * 3, axis=-1)
-    image = image[..., :3]
-    if image.dtype != np.uint8:
-        raise TypeError(f"skimage.data.{name} is {image.dtype}, expected uint8")
-    return np.ascontiguousarray(image)
-
-
-def random_box(height: int, width: int, rng: np.random.Generator,
-               fraction: tuple[float, float] = CROP_FRACTION) -> tuple[int, int, int]:
-    """A random square ``(top, left, side)`` inside a ``height`` x ``width`` image, its side a uniform
-    ``fraction`` of the shorter side (also used by ``cyclestyle.quality``, which records the boxes)."""
-    side = int(round(min(height, width) * rng.uniform(*fraction)))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
-    return top, left, side
-
-
 def random_crop(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """A random square crop of 35-70% of the shorter side, resized to ``size`` x ``size``."""
-    top, left, side = random_box(*image.shape[:2], rng)
+    top, left, side = _random_box(*image.shape[:2], rng, CROP_FRACTION)
     crop = image[top:top + side, left:left + side]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def paint(image_rgb_uint8: np.ndarray) -> np.ndarray:
-    """Render an RGB uint8 image as a flat, warm "painting"; returns RGB uint8 of the same shape.
-
-    A fixed, deterministic, non-neural filter (no randomness, no learned weights), so
-    the same input always gives the same output. Its steps, tuned for images of
-    about 128 pixels:
-
-    1. edge-preserving smoothing (three bilateral filters) removes fine texture and
-       noise but keeps object borders sharp;
-    2. posterisation in CIELAB: lightness is quantised to steps of 20 (flat patches
-       of paint with visible borders between them) while the colour axes a and b are
-       boosted by 30% and quantised finely, so hues are kept;
-    3. a warm colour grade: a and b are shifted towards red and yellow, shadows are
-       lifted and highlights compressed (lightness 20 + 0.85 L), like old varnish;
-    4. edges, from the Sobel gradient of the smoothed image, are darkened by up to
-       50% like painted outlines.
-    """
-    image = np.asarray(image_rgb_uint8)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got {image.dtype} {image.shape}")
-    smooth = np.ascontiguousarray(image)
-
-    # 1. Edge-preserving smoothing.
-    for _ in range(3):
-        smooth = cv2.bilateralFilter(smooth, d=7, sigmaColor=35, sigmaSpace=5)
-
-    # 2. Posterisation in CIELAB (OpenCV's 8-bit scaling: L in 0..255, a and b offset by 128).
-    lab = cv2.cvtColor(smooth, cv2.COLOR_RGB2LAB).astype(np.float32)
-    lightness = np.round(lab[..., 0] / 20.0) * 20.0
-    a = np.round((lab[..., 1] - 128.0) * 1.3 / 6.0) * 6.0
-    b = np.round((lab[..., 2] - 128.0) * 1.3 / 6.0) * 6.0
-
-    # 3. Warm colour grade.
-    lightness = 20.0 + 0.85 * lightness
-    a = a + 128.0 + 4.0
-    b = b + 128.0 + 26.0
-    lab = np.clip(np.round(np.stack([lightness, a, b], axis=-1)), 0, 255).astype(np.uint8)
-    graded = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB).astype(np.float32)
-
-    # 4. Darken edges.
-    gray = cv2.cvtColor(smooth, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    edges = np.clip((np.hypot(gx, gy) - 50.0) / 250.0, 0.0, 1.0)
-    edges = cv2.GaussianBlur(edges, (3, 3), 0.8)
-    out = graded * (1.0 - 0.5 * edges)[..., None]
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def save_jpeg(path: Path, image_rgb: np.ndarray) -> None:
@@ -143,11 +81,6 @@ def save_jpeg(path: Path, image_rgb: np.ndarray) -> None:
                      [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise OSError(f"could not write {path}")
-
-
-def split_counts(total: int, n_sources: int) -> list[int]:
-    """Share ``total`` images among ``n_sources`` photos as evenly as possible."""
-    return [total // n_sources + (1 if i < total % n_sources else 0) for i in range(n_sources)]
 
 
 def clean(output: Path) -> None:

@@ -1,26 +1,26 @@
-"""Prove that training learns: train on a ground-truth translation benchmark and score the test set.
+"""Prove that training learns: train on ground-truth translation benchmarks and score their test sets.
 
-Builds (or reuses) the benchmark of :mod:`cyclestyle.quality` under ``--out`` (photos from scikit-image's
-bundled images; domain B and the test truth made by the sample data's fixed painting filter; unpaired
-train folders from disjoint photo regions; held-out test photos with their true paintings), trains one
-CycleGAN with the given config and overrides in this process, translates the test photos and prints PSNR
-and SSIM against the truth next to the identity baseline, and FID/KID of the translations against the
+Builds (or reuses) the benchmark of :mod:`cyclestyle.quality` for each painter of ``--painters`` under
+``--out/<painter>`` (photos from scikit-image's bundled images; domain B and the test truth made by a fixed,
+known painter of :mod:`cyclestyle.painters`; unpaired train folders from disjoint photo regions; held-out
+test photos with their true paintings), trains a CycleGAN with the given config and overrides on each,
+translates the test photos and prints PSNR, SSIM and a grid-artifact figure against the truth next to the
+identity baseline, per painter and the mean over painters, and FID/KID of the translations against the
 true paintings when the Inception weights are available. A development tool: it needs scikit-image (the
-``dev`` extra) and a source checkout.
+``dev`` extra).
 
-    python tools/quality_check.py --steps 1500 loss.style_ab=0                # base recipe, 128 px
-    python tools/quality_check.py --size 64 --steps 400 model.generator=resnet_6blocks model.ngf=32 \\
-        loss.style_ab=0 --json runs/quality/r.json
-    # several recipes x seeds, one subprocess each, then a markdown table:
-    python tools/quality_check.py --size 64 --steps 400 --seeds 0 1 loss.style_ab=0 \\
+    python tools/quality_check.py --steps 1500 --painters oil loss.style_ab=0    # one painter, in this process
+    python tools/quality_check.py --steps 1500 loss.style_ab=0                   # every painter, and the mean
+    # several recipes x seeds x painters, one subprocess each, then markdown tables:
+    python tools/quality_check.py --steps 1000 --seeds 0 1 model.ngf=16 model.ndf=16 loss.style_ab=0 \\
         --recipe lsgan= --recipe hinge=loss.gan_mode=hinge --recipe "ema=train.ema=true train.ema_decay=0.99"
 
 Overrides given outside ``--recipe`` apply to every recipe; a recipe is ``NAME=`` followed by its own
 ``key=value`` overrides, separated by spaces or commas. The style loss of configs/base.yaml needs the
 ImageNet VGG-19 weights: offline, pass ``loss.style_ab=0`` (or ``loss.vgg_weights=random``, which the
 output labels as such). Layout of ``--out`` (default runs/quality/size<N>-seed<data seed>): the benchmark
-folders and ``benchmark.json``, ``runs/<recipe>-seed<k>/`` (replaced on every run), ``results/`` (the JSON
-reports of a --recipe comparison).
+``<painter>/`` (the benchmark folders, ``benchmark.json``, ``runs/<recipe>-seed<k>/``, replaced on every run)
+and ``results/`` (the JSON report of each run of a comparison).
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", action="append", type=parse_recipe, default=[], metavar="NAME=[key=value ...]",
                         help="compare recipes: one subprocess per recipe and seed, then a markdown table")
     parser.add_argument("--name", default="run", help="name of a single run (its folder and report)")
+    parser.add_argument("--painters", nargs="+", choices=quality.PAINTERS, default=list(quality.PAINTERS),
+                        help="ground-truth painters to train and score on (more than one: one subprocess each)")
     parser.add_argument("--size", type=int, default=128, help="side of the benchmark's square images, px")
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the benchmark's crops")
     parser.add_argument("--n-train", type=int, default=400, help="images in each of trainA and trainB")
@@ -109,10 +111,11 @@ def single_run(args, out: Path) -> dict:
 
 
 def compare(args, out: Path, argv: list[str]) -> int:
-    """Each recipe and seed in its own process (a fresh accelerate state, no memory carried over)."""
+    """Each recipe, painter and seed in its own process (a fresh accelerate state, no memory carried over)."""
     recipes = dict(args.recipe)
     if len(recipes) != len(args.recipe):
         raise SystemExit("quality_check: error: two --recipe options have the same name")
+    recipes = recipes or {args.name: []}
     seeds = args.seeds if args.seeds is not None else [args.seed]
     passthrough = ["--config", args.config, "--steps", str(args.steps), "--size", str(args.size),
                    "--data-seed", str(args.data_seed), "--n-train", str(args.n_train), "--n-test", str(args.n_test),
@@ -129,20 +132,22 @@ def compare(args, out: Path, argv: list[str]) -> int:
     failures = []
     started = time.perf_counter()
     for name, recipe_overrides in recipes.items():
-        for seed in seeds:
-            report_path = out / "results" / f"{name}-seed{seed}.json"
-            report_path.unlink(missing_ok=True)
-            command = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--name", name,
-                       "--seed", str(seed), "--json", str(report_path), *args.overrides, *recipe_overrides]
-            print(f"\nquality: recipe {name}, seed {seed}: {' '.join(args.overrides + recipe_overrides) or '(base)'}",
-                  flush=True)
-            rc = subprocess.run(command).returncode
-            if rc != 0 or not report_path.is_file():
-                failures.append(f"{name} seed {seed} (exit code {rc})")
-                continue
-            groups[name].append(json.loads(report_path.read_text()))
+        for painter in args.painters:
+            for seed in seeds:
+                report_path = out / "results" / f"{name}-{painter}-seed{seed}.json"
+                report_path.unlink(missing_ok=True)
+                command = [sys.executable, str(Path(__file__).resolve()), *passthrough, "--painters", painter,
+                           "--name", name, "--seed", str(seed), "--json", str(report_path), *args.overrides,
+                           *recipe_overrides]
+                print(f"\nquality: recipe {name}, painter {painter}, seed {seed}: "
+                      f"{' '.join(args.overrides + recipe_overrides) or '(base)'}", flush=True)
+                rc = subprocess.run(command).returncode
+                if rc != 0 or not report_path.is_file():
+                    failures.append(f"{name} {painter} seed {seed} (exit code {rc})")
+                    continue
+                groups[name].append(json.loads(report_path.read_text()))
     table = quality.format_table(groups, {n: [*args.overrides, *o] for n, o in recipes.items()})
-    print(f"\nquality: {len(recipes)} recipe(s) x {len(seeds)} seed(s) in {time.perf_counter() - started:.0f} s; "
+    print(f"\nquality: {len(recipes)} recipe(s) x {len(args.painters)} painter(s) x {len(seeds)} seed(s) in {time.perf_counter() - started:.0f} s; "
           f"benchmark {out} ({args.size} px, {args.n_train} train images per domain, {args.n_test} test photos); "
           f"mean ± sample std across seeds\n")
     print(table)
@@ -164,10 +169,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)  # key=value overrides may sit between options
     out = args.out or ROOT / "runs" / "quality" / f"size{args.size}-data{args.data_seed}"
     try:
-        quality.load_or_build(out, args.size, args.data_seed, args.n_train, args.n_test, args.reuse_data)
-        if args.recipe:
+        for painter in args.painters:
+            quality.load_or_build(out / painter, args.size, args.data_seed, args.n_train, args.n_test,
+                                  args.reuse_data, painter=painter)
+        if args.recipe or len(args.painters) > 1:
             return compare(args, out, argv)
-        single_run(args, out)
+        single_run(args, out / args.painters[0])
         return 0
     except (quality.QualityError, ConfigError) as err:
         print(f"quality_check: error: {err}", file=sys.stderr)
