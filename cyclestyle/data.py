@@ -40,14 +40,19 @@ class ImageReadError(OSError):
 def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
     """Decode any supported image as 8-bit RGB, EXIF orientation applied.
 
-    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted. With
-    ``draft_size``, JPEGs are decoded at the smallest 1/2^k scale still at least that large on the
-    shorter side, which makes large photos several times cheaper to load for small crops.
+    Grayscale, palette, RGBA (composited on white), CMYK and 16-bit images are converted.
+    ``draft_size`` is the size the image will next be resized to (``data.load_size``): JPEGs are then
+    decoded at the smallest 1/2^k scale whose shorter side is still at least twice that, which makes
+    large photos several times cheaper to load for small crops.
     """
     try:
         with Image.open(path) as img:
             if draft_size and img.format == "JPEG":
-                scale = min(img.size) / draft_size
+                # Only down to 2x: the antialiased resize of build_transform must do the last shrink, as
+                # it does for every other format. Drafting to 1x leaves it to libjpeg's DCT scaler, whose
+                # result is softer than a PNG of the same picture, and the discriminator would learn the
+                # file format.
+                scale = min(img.size) / (2 * draft_size)
                 if scale >= 2:
                     img.draft("RGB", (img.size[0] / scale, img.size[1] / scale))
             img = ImageOps.exif_transpose(img)  # also forces the decode
@@ -147,11 +152,17 @@ def _header_problem(path: Path) -> str | None:
 
 def build_transform(crop_size: int, load_size: int, resize: str = "square", flip: bool = True,
                     train: bool = True) -> A.Compose:
-    """Resize, random crop, flip, normalise to [-1, 1] (the reference CycleGAN pipeline)."""
+    """Resize, random crop, flip, normalise to [-1, 1] (the reference CycleGAN pipeline).
+
+    Shrinking averages pixel areas (cv2.INTER_AREA): plain bilinear sampling skips most source pixels
+    of a large photo and aliases fine detail into moire, where the reference's PIL bicubic antialiases.
+    Enlarging stays bilinear; so does a square resize that enlarges one side and shrinks the other (cv2
+    averages only when both shrink), which only images smaller than ``load_size`` on one side meet.
+    """
     if resize == "square":
-        ops: list = [A.Resize(load_size, load_size)]
+        ops: list = [A.Resize(load_size, load_size, area_for_downscale="image")]
     else:  # shorter_side: keep the aspect ratio; the shorter side becomes load_size (>= crop_size)
-        ops = [A.SmallestMaxSize(max_size=load_size)]
+        ops = [A.SmallestMaxSize(max_size=load_size, area_for_downscale="image")]
     ops.append(A.RandomCrop(crop_size, crop_size) if train else A.CenterCrop(crop_size, crop_size))
     if flip and train:
         ops.append(A.HorizontalFlip(p=0.5))

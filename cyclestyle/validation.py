@@ -40,7 +40,9 @@ def load_subset(root: str | Path, cfg: Config, label: str) -> torch.Tensor:
     images = []
     for path in find_images(root):
         try:
-            images.append(transform(image=np.asarray(load_image(path)))["image"])
+            # The same decode (JPEG draft size) and resize as training: the subset must look like what
+            # the generators were trained on, or FID/KID would score a resampling difference.
+            images.append(transform(image=np.asarray(load_image(path, cfg.data.load_size)))["image"])
         except ImageReadError:
             continue  # a broken file in a validation folder: the next one takes its place
         if len(images) == cfg.validation.num_images:

@@ -6,9 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from cyclestyle.config import DataConfig
+from cyclestyle.config import Config, DataConfig
 from cyclestyle.data import (DataError, ImageReadError, UnpairedDataset, UnpairedStream, build_loader,
                              build_transform, load_image, scan_folder)
+from cyclestyle.validation import load_subset
 from tests.conftest import write_images
 
 
@@ -45,7 +46,7 @@ def test_exif_orientation_is_applied(tmp_path):
 def test_jpeg_draft_decodes_large_photos_smaller(tmp_path):
     Image.new("RGB", (1200, 800), (90, 10, 200)).save(tmp_path / "big.jpg")
     img = load_image(tmp_path / "big.jpg", draft_size=150)
-    assert min(img.size) >= 150 and img.size[0] < 1200
+    assert min(img.size) >= 2 * 150 and img.size[0] < 1200  # the resize, not the DCT scaler, does the last 2x
     assert img.size[0] / img.size[1] == pytest.approx(1.5, rel=0.02)
 
 
@@ -98,6 +99,65 @@ def test_transform_range_shape_and_upscaling_small_images():
     assert torch.allclose(black, -torch.ones_like(black))  # 0 -> -1
     keep = build_transform(32, 40, resize="shorter_side")(image=np.zeros((40, 120, 3), np.uint8))["image"]
     assert keep.shape == (3, 32, 32)
+
+
+def _photo_like(w, h, seed=0):
+    """A picture with the statistics of a photo, which JPEG keeps (unlike pure noise): 1/f colour noise --
+    smooth gradients plus detail at every scale -- and a few hard-edged rectangles."""
+    rng = np.random.default_rng(seed)
+    f = np.hypot(np.fft.rfftfreq(w)[None, :], np.fft.fftfreq(h)[:, None])
+    f[0, 0] = np.inf
+    spectrum = (rng.normal(size=(3, *f.shape)) + 1j * rng.normal(size=(3, *f.shape))) / f
+    img = np.fft.irfft2(spectrum, s=(h, w)).transpose(1, 2, 0)
+    img = 128 + 40 * img / img.std()
+    for _ in range(8):
+        x, y = rng.integers(0, w - 64), rng.integers(0, h - 64)
+        img[y:y + rng.integers(32, h // 3), x:x + rng.integers(32, w // 3)] += rng.uniform(-50, 50, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_png_and_jpeg_of_one_picture_give_the_same_training_crop(tmp_path):
+    """Otherwise, with JPEG photos and PNG paintings, the discriminator can tell the domains by file format."""
+    picture = Image.fromarray(_photo_like(1024, 768))
+    picture.save(tmp_path / "p.png")
+    picture.save(tmp_path / "p.jpg", quality=95)
+    load, crop = 128, 112
+
+    def crop_of(path):  # the training path: build_loader's draft size and transform, one sample seed
+        return UnpairedDataset([path], [path], build_transform(crop, load), draft_size=load)[(0, 0, 3)]["a"]
+
+    diff = (crop_of(tmp_path / "p.png") - crop_of(tmp_path / "p.jpg")).abs() * 127.5  # grey levels
+    # Measured: mean 0.46, max 3 (JPEG q95's own error). Drafting to 1x + bilinear resize: mean 12, max 66.
+    assert diff.mean() < 1.5 and diff.max() < 10
+    assert load_image(tmp_path / "p.jpg", draft_size=load).size == (512, 384)  # drafted, but only to >= 2x
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_downscaling_antialiases(tmp_path, ext):
+    """A zone plate, rings whose frequency grows from 0 at the centre to Nyquist at the edge, shrunk
+    1024 -> 100 px. Outside radius out^2/n of the output its frequencies are above twice the output's
+    Nyquist: a resize that filters before sampling leaves flat grey there, one that does not draws moire."""
+    n, out = 1024, 100
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    plate = 127.5 + 100 * np.cos(np.pi * (x * x + y * y) / n)  # local frequency r / n cycles per pixel
+    Image.fromarray(plate.round().astype(np.uint8)).save(tmp_path / f"zp.{ext}", quality=95)  # png ignores it
+    t = build_transform(out, out, train=False)
+    grey = (t(image=np.asarray(load_image(tmp_path / f"zp.{ext}", draft_size=out)))["image"].mean(0) + 1) * 127.5
+    y, x = np.mgrid[:out, :out] - (out - 1) / 2
+    aliased = grey[torch.from_numpy(np.hypot(x, y) > out * out / n)]
+    # Measured std there: png 2.6, jpg 2.1 grey levels. Bilinear without antialiasing: png 46 (the plate's
+    # own std is 71), jpg 2.5 only because the DCT scaler had already shrunk it 8x -- the format cue.
+    assert aliased.std() < 8
+
+
+def test_validation_subset_decodes_and_resizes_like_training(tmp_path):
+    for i in range(2):
+        Image.fromarray(_photo_like(640, 480, seed=i)).save(tmp_path / f"v{i}.jpg", quality=90)
+    cfg = Config()
+    cfg.data.load_size, cfg.data.crop_size, cfg.validation.num_images = 64, 48, 2
+    t = build_transform(48, 64, flip=False, train=False)
+    expected = [t(image=np.asarray(load_image(tmp_path / f"v{i}.jpg", draft_size=64)))["image"] for i in range(2)]
+    assert torch.equal(load_subset(tmp_path, cfg, "validation.root_a"), torch.stack(expected))
 
 
 def test_stream_each_domain_is_a_permutation_per_epoch():
