@@ -39,7 +39,7 @@ class ModelConfig:
     ndf: int = 64  # discriminator width
     d_layers: int = 3  # PatchGAN depth; 3 gives the 70x70 receptive field
     norm: str = "instance"  # instance | none
-    upsample: str = "deconv"  # ResNet generators' decoder: resize (nearest x2 + conv) | deconv (transposed conv)
+    upsample: str = "deconv"  # generator decoder: resize (nearest x2 + conv) | deconv (transposed conv)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
@@ -51,9 +51,13 @@ class LossConfig:
     gan_mode: str = "lsgan"  # lsgan | vanilla | hinge
     lambda_cycle: float = 10.0  # cycle-consistency L1 weight (CycleGAN paper)
     lambda_identity: float = 0.25  # identity weight, as a fraction of lambda_cycle (paper: 0.5; see README)
-    style_ab: float = 1000.0  # VGG Gram style loss weight on A->B (0 = off)
-    style_ba: float = 0.0  # VGG Gram style loss weight on B->A (0 = off)
-    style_reference: Optional[str] = None  # one painting whose Gram is the A->B target, instead of domain B's mean
+    style_ab: float = 1.0  # weight of the scale-free VGG Gram style loss on A->B (0 = off); see losses.style_loss
+    style_ba: float = 0.0  # the same on B->A (0 = off)
+    # Style target: mean = running mean of the target domain's Grams; batch = the Gram of the real target-domain
+    # image of the same step (fake i vs real i). Both aim at the same mean in expectation (squared error); batch
+    # weights images by 1 / their Gram energy and is noisier, mean keeps state (saved, all-reduced under DDP).
+    style_target: str = "mean"
+    style_reference: Optional[str] = None  # one painting whose Gram is the A->B target, whatever style_target says
     vgg_weights: str = "imagenet"  # imagenet (torchvision download/cache) | path to a .pth | random (tests only)
     r1_gamma: float = 0.0  # zero-centred gradient penalty on D's real inputs (0 = off)
 
@@ -108,6 +112,7 @@ CHOICES = {
     "model.upsample": ("resize", "deconv"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
+    "loss.style_target": ("mean", "batch"),
     "train.mixed_precision": ("auto", "no", "fp16", "bf16"),
     "validation.direction": ("a2b", "b2a", "both"),
     "validation.metric": ("fid", "kid"),

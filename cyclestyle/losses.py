@@ -82,6 +82,29 @@ class GramTarget(nn.Module):
             target.lerp_(g.float().reshape(-1, *target.shape).mean(0), rate)
 
     def loss(self, grams: list[torch.Tensor]) -> torch.Tensor:
-        """Sum over layers of the mean squared difference to the target."""
+        """Sum over layers of the mean squared difference to the target: Gatys et al.'s unnormalised loss, as
+        used by ``cyclestyle.stylize`` (its weight is tied to the feature scale; training uses :func:`style_loss`)."""
         return sum(F.mse_loss(g, t.expand_as(g)) for g, t in zip(grams, self.grams))
+
+
+def style_loss(grams: list[torch.Tensor], targets: list[torch.Tensor], eps: float = 1e-30
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Scale-free Gram style loss: ``(total, per_layer)``.
+
+    Per layer, ``||G - T||_F^2 / ||T||_F^2``: Gatys et al. 2016's squared Gram error, divided by the target's own
+    energy instead of a size factor. It is averaged over the batch; the total is the mean over layers (Gatys et
+    al.'s equal layer weights 1/L), so its size does not grow with the number of layers.
+    Multiplying a layer's activations by any constant scales both Grams by its square and leaves the term
+    unchanged, so a weight means the same for any feature network or set of layers, and no layer
+    dominates because its activations happen to be larger. ``grams`` are (N, C, C); each target is (N, C, C)
+    (one per image) or (C, C) (shared). ``eps`` only turns 0/0 (an all-zero Gram on both sides) into 0; it is far
+    below the energy of any real Gram, so the loss stays scale-free.
+    """
+    per_layer = []
+    for g, t in zip(grams, targets):
+        g, t = g.float(), t.float().expand_as(g)
+        error = (g - t).square().sum(dim=(-2, -1))
+        energy = t.square().sum(dim=(-2, -1))
+        per_layer.append((error / (energy + eps)).mean())
+    return torch.stack(per_layer).mean(), per_layer
 

@@ -320,11 +320,13 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     ema_fn = WarmupEMA(t.ema_decay)
     ema = AveragedModel(generators, multi_avg_fn=ema_fn, use_buffers=True) if t.ema else None
 
-    targets = {}  # style targets: running mean Gram of the target domain's real images
-    for direction in ("ab", "ba"):
-        if use_style[direction]:
-            targets[direction] = losses.GramTarget(vgg.channels).to(device)
+    # Style targets kept as state (saved, restored): the running mean Gram of the target domain's real images
+    # (style_target=mean) or one painting's Gram (style_reference, A->B). style_target=batch keeps none.
     fixed_reference = cfg.loss.style_reference is not None and use_style["ab"]
+    targets = {}
+    for direction in ("ab", "ba"):
+        if use_style[direction] and (cfg.loss.style_target == "mean" or (direction == "ab" and fixed_reference)):
+            targets[direction] = losses.GramTarget(vgg.channels).to(device)
     if fixed_reference:
         crop = build_transform(cfg.data.crop_size, cfg.data.crop_size, "shorter_side", flip=False, train=False)
         reference = crop(image=np.asarray(load_image(cfg.loss.style_reference)))["image"]
@@ -342,6 +344,10 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         if ema is not None:
             ema.load_state_dict(shared["ema"])
         for direction, target in targets.items():
+            if f"style_target_{direction}" not in shared:
+                raise ConfigError(f"cannot resume {resume_from}: it holds no {direction} style target (it was saved "
+                                  "with another loss.style_target, or with the style loss off); use its settings "
+                                  f"({run_dir / 'config.yaml'}) or another train.run_dir")
             target.load_state_dict(shared[f"style_target_{direction}"])
         if validator is not None and "validation_best" in shared:
             validator.best.load_state_dict(shared["validation_best"])
@@ -399,17 +405,28 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     preempted = False
 
     def style_term(direction: str, fake: torch.Tensor, real: torch.Tensor, terms: dict) -> torch.Tensor:
-        """Weighted Gram style loss of ``fake`` against the running target (0 when the loss is off);
-        the unweighted value goes into ``terms`` for logging."""
-        if direction not in targets:
+        """Weighted scale-free Gram style loss of ``fake`` (0 when off) against the direction's target, ``real``
+        being the target domain's images of this step. Unweighted total and per-layer values go into ``terms``."""
+        if not use_style[direction]:
             return torch.zeros((), device=device)
-        if not (direction == "ab" and fixed_reference):
-            with torch.no_grad():
-                real_grams = [g.mean(0) for g in vgg.grams(real)]
-            # every rank folds in the same all-process mean, so the targets stay identical
-            targets[direction].update(accelerator.reduce(real_grams, reduction="mean"))
-        terms[f"style_{direction}"] = targets[direction].loss(vgg.grams(fake))
-        return getattr(cfg.loss, f"style_{direction}") * terms[f"style_{direction}"]
+        with torch.no_grad():
+            real_grams = None if direction == "ab" and fixed_reference else vgg.grams(real)
+        if direction in targets:
+            if real_grams is not None:
+                # every rank folds in the same all-process mean, so the targets stay identical
+                batch_mean = [g.mean(0) for g in real_grams]
+                targets[direction].update(accelerator.reduce(batch_mean, reduction="mean"))
+            target_grams = targets[direction].grams
+        else:
+            # style_target=batch: fake i against real i. The unpaired stream draws them independently, so
+            # pairing by position is already a random pairing (a roll would add nothing), and a batch of N
+            # stays equal to N accumulated micro-batches of 1. Per rank: nothing to reduce.
+            target_grams = real_grams
+        total, per_layer = losses.style_loss(vgg.grams(fake), target_grams)
+        terms[f"style_{direction}"] = total
+        for name, value in zip(vgg.layers, per_layer):
+            terms[f"style_{direction}/{name}"] = value.detach()
+        return getattr(cfg.loss, f"style_{direction}") * total
 
     nonfinite = torch.zeros((), device=device)  # consecutive steps with a non-finite loss, kept on device
     while step < end:

@@ -45,6 +45,7 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("data.crop_size=130", "config key 'data.crop_size': unet_128 needs a multiple of 128, got 130"),
     ("train.decay_steps=300000", "config key 'train.decay_steps'"),
     ("loss.gan_mode=wgan", "config key 'loss.gan_mode': 'wgan' is not one of lsgan, vanilla, hinge"),
+    ("loss.style_target=bogus", "config key 'loss.style_target': 'bogus' is not one of mean, batch"),
     ("model.generator=resnet_99", "config key 'model.generator'"),
     ("train.beta1=1.5", "config key 'train.beta1'"),
     ("loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),

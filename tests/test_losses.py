@@ -60,6 +60,58 @@ def test_gram_target_running_mean_then_loss():
     assert set(target.state_dict()) == {"gram_0", "count"}
 
 
+def small_features(x: torch.Tensor, scale: float = 1.0) -> list[torch.Tensor]:
+    """Two ReLU layers of a fixed random conv net, every activation multiplied by ``scale``."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 8, 3, stride=2, padding=1)]
+    feats = []
+    for conv in convs:
+        x = torch.relu(conv(x))
+        feats.append(x)
+    return [scale * f for f in feats]
+
+
+def test_style_loss_is_scale_free_where_the_unnormalised_one_is_not():
+    torch.manual_seed(1)
+    fake, real = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        values, old = [], []
+        for scale in (1.0, 10.0):  # every activation x10: every Gram x100
+            g_fake = [gram_matrix(f) for f in small_features(fake, scale)]
+            g_real = [gram_matrix(f) for f in small_features(real, scale)]
+            total, per_layer = losses.style_loss(g_fake, g_real)
+            values.append(torch.stack([total, *per_layer]))
+            mean = losses.GramTarget([g.shape[-1] for g in g_real])
+            mean.update(g_real)
+            old.append(mean.loss(g_fake))
+    assert values[0].min() > 0
+    assert torch.allclose(values[1], values[0], rtol=1e-5, atol=0)
+    assert (old[1] / old[0]).item() == pytest.approx(1e4, rel=1e-4)  # the unnormalised loss sees the scale
+
+
+def test_style_loss_zero_at_target_and_known_value():
+    grams = [torch.rand(2, 4, 4), torch.rand(2, 6, 6)]
+    total, per_layer = losses.style_loss(grams, [g.clone() for g in grams])
+    assert total == 0 and all(v == 0 for v in per_layer)
+    assert losses.style_loss(grams, [g + 0.01 for g in grams])[0] > 0
+    # Layer 0: target 2I (energy 8), fakes 2I (error 0) and diag(2, 0) (error 4): mean(0, 4/8) = 0.25.
+    # Layer 1: target [[1]], fakes [[3]] (4/1) and [[1]] (0): mean 2. Total: mean over layers, 1.125.
+    fake = [torch.stack([2 * torch.eye(2), torch.diag(torch.tensor([2.0, 0.0]))]), torch.tensor([[[3.0]], [[1.0]]])]
+    total, per_layer = losses.style_loss(fake, [2 * torch.eye(2), torch.ones(1, 1)])
+    assert [v.item() for v in per_layer] == pytest.approx([0.25, 2.0])
+    assert total.item() == pytest.approx(1.125)
+
+
+def test_style_loss_pairs_each_fake_with_its_own_target():
+    torch.manual_seed(2)
+    a, b = torch.rand(4, 4), torch.rand(4, 4) + 1
+    targets = [torch.stack([a, b])]  # per-image targets, as style_target=batch passes them
+    assert losses.style_loss([torch.stack([a, b])], targets)[0] == 0
+    swapped = losses.style_loss([torch.stack([b, a])], targets)[0]
+    expected = 0.5 * ((b - a).square().sum() / a.square().sum() + (a - b).square().sum() / b.square().sum())
+    assert swapped.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
 def test_r1_penalty_of_linear_discriminator():
     disc = nn.Conv2d(3, 1, 1, bias=False)
     nn.init.constant_(disc.weight, 2.0)
@@ -85,7 +137,7 @@ def test_style_loss_gradient_reaches_image_not_vgg():
     target = losses.GramTarget(vgg.channels)
     target.update(vgg.grams(torch.rand(1, 3, 32, 32) * 2 - 1))
     fake = (torch.rand(1, 3, 32, 32) * 2 - 1).requires_grad_(True)
-    loss = target.loss(vgg.grams(fake))
+    loss, _ = losses.style_loss(vgg.grams(fake), target.grams)
     loss.backward()
     assert loss > 0 and fake.grad.abs().sum() > 0
     assert all(p.grad is None for p in vgg.parameters())

@@ -88,8 +88,8 @@ def test_few_steps_write_events_checkpoints_and_export(tiny_cfg):
 
 def test_resume_equals_uninterrupted_run(tiny_cfg):
     """4 steps straight vs 2 + resume + 2: identical weights, optimizer state, pools, LR and style targets."""
-    extra = ("train.pool_size=2", "train.ema=true", "loss.style_ab=100", "loss.vgg_weights=random",
-             "loss.style_ba=10", "model.spectral_norm=true")
+    extra = ("train.pool_size=2", "train.ema=true", "loss.style_ab=2", "loss.vgg_weights=random",
+             "loss.style_ba=1", "loss.style_target=mean", "model.spectral_norm=true")
     straight = train(tiny_cfg(*extra, run="straight"))
     first = train(tiny_cfg(*extra, run="split"), stop_at_step=2)
     assert first.step == 2
@@ -148,6 +148,49 @@ def test_bf16_autocast_steps_are_finite_and_learn(tiny_cfg):
     assert all(p.dtype == torch.float32 for p in result.generators["gen_ab"].parameters())  # fp32 master weights
     changed = [not torch.equal(p, q) for p, q in zip(init.parameters(), result.generators["gen_ab"].parameters())]
     assert all(changed)
+
+
+def test_style_terms_per_layer_logged_batch_target_pairs_fake_i_with_real_i_reference_fixed(tiny_cfg, folders,
+                                                                                             monkeypatch):
+    """style_target=batch on B->A, a reference painting on A->B: per-layer terms in the logs, fake i judged
+    against real i of the step, the reference target independent of the batch and the only saved one."""
+    from cyclestyle import training
+    from cyclestyle.vgg import STYLE_LAYERS
+
+    captured = {}
+
+    def spy(*args, **kwargs):
+        captured["style_term"] = args[-1]
+        return generator_backward(*args, **kwargs)
+
+    generator_backward = training.generator_backward
+    monkeypatch.setattr(training, "generator_backward", spy)
+    painting = sorted(folders[1].glob("*.jpg"))[0]
+    cfg = tiny_cfg("train.steps=2", "train.decay_steps=0", "train.batch_size=2", "loss.vgg_weights=random",
+                   "loss.style_ab=1", "loss.style_ba=1", "loss.style_target=batch", f"loss.style_reference={painting}")
+    result = train(cfg)
+    per_layer = [f"style_{d}/{name}" for d in ("ab", "ba") for name in STYLE_LAYERS]
+    assert set(per_layer) <= set(result.losses)
+    for d in ("ab", "ba"):  # the total is the mean of the per-layer terms
+        layers = [result.losses[f"style_{d}/{name}"] for name in STYLE_LAYERS]
+        assert result.losses[f"style_{d}"] == pytest.approx(sum(layers) / len(layers), rel=1e-5)
+    tags = read_events(result.run_dir / "tb").Tags()["scalars"]
+    assert {"loss/style_ab", "loss/style_ba", *(f"loss/{t}" for t in per_layer)} <= set(tags)
+    shared = torch.load(result.checkpoint / "shared_state.pt", weights_only=True)
+    assert "style_target_ab" in shared and "style_target_ba" not in shared  # batch keeps no state
+
+    style_term = captured["style_term"]
+    torch.manual_seed(0)
+    real, other = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        values = {}
+        for case, fake, target in (("same", real, real), ("swapped", real.flip(0), real), ("other", real, other)):
+            for d in ("ab", "ba"):
+                terms = {}
+                style_term(d, fake, target, terms)
+                values[d, case] = terms[f"style_{d}"].item()
+    assert values["ba", "same"] == 0 and values["ba", "swapped"] > 0  # each fake against its own real image
+    assert values["ab", "same"] == values["ab", "other"] > 0  # the painting's Gram, whatever the batch
 
 
 def test_gradient_accumulation_matches_larger_batch(tiny_cfg):
@@ -261,7 +304,8 @@ def test_two_process_ddp_on_cpu(folders, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
            str(ROOT / "tests" / "ddp_train.py"), str(out),
            *tiny_overrides(folders, tmp_path / "ddp"), "train.steps=3", "train.decay_steps=0",
-           "train.checkpoint_every=3", "loss.style_ab=10", "loss.vgg_weights=random", "train.pool_size=2",
+           "train.checkpoint_every=3", "loss.style_ab=1", "loss.style_target=mean", "loss.vgg_weights=random",
+           "train.pool_size=2",
            # validation: each rank featurises its share of 5 images (3 + 2), gathered back in subset order
            "validation.every=3", f"validation.root_a={folders[0]}", f"validation.root_b={folders[1]}",
            "validation.num_images=5", "validation.batch_size=2", "validation.inception_weights=random"]
