@@ -541,8 +541,12 @@ def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -
     """Markdown: a summary (one row per recipe: Δ PSNR vs identity per painter, mean over seeds, and the mean
     over painters ± the std across seeds), then one detailed table per painter (mean ± sample std across
     seeds, the identity baseline first)."""
-    painters_seen = list(dict.fromkeys(r.get("painter", "colour") for rs in groups.values() for r in rs))
+    seen = {r.get("painter", "colour") for rs in groups.values() for r in rs}
+    painters_seen = [p for p in PAINTERS if p in seen] + sorted(seen - set(PAINTERS))
     summary = summary_rows(groups)
+    # Overrides every recipe shares are stated once, above the table; the rows show what differs.
+    shared = [o for o in next(iter(recipes.values()), []) if all(o in rs for rs in recipes.values())] if recipes else []
+    recipes = {name: [o for o in rs if o not in shared] for name, rs in recipes.items()}
     head = ["recipe", "overrides", *[f"{p} Δ dB" for p in painters_seen], "mean Δ dB", "SSIM (mean)", "grid (dB)"]
     rows = [head, ["---"] * len(head)]
     for name, row in summary.items():
@@ -554,11 +558,33 @@ def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -
         rows.append([name, overrides, *[f"{row['per_painter'][p]:+.2f}" if p in row["per_painter"] else "n/a"
                                         for p in painters_seen],
                      mean, f"{row['ssim']:.4f}", f"{row['grid_db']:+.2f}"])
-    parts = ["\n".join("| " + " | ".join(r) + " |" for r in rows)]
+    parts = ([f"every recipe: {' '.join(shared)}"] if shared else []) + ["\n".join("| " + " | ".join(r) + " |" for r in rows)]
     for painter in painters_seen:
         per = {name: [r for r in rs if r.get("painter", "colour") == painter] for name, rs in groups.items()}
         parts.append(f"painter {painter}:\n\n" + _painter_table(per, recipes))
     return "\n\n".join(parts)
+
+
+def write_figure(reports: Sequence[dict], path: str | Path, n_images: int = 3, scale: int = 2) -> Path:
+    """A PNG of what the runs learned: per report (one painter each), ``n_images`` test photos as rows of
+    photo | translation | true painting, the painters side by side; images enlarged ``scale`` x (nearest)."""
+    from PIL import Image
+
+    columns = []
+    for report in reports:
+        bench, translated = Path(report["benchmark"]["dir"]), Path(report["translations"])
+        names = sorted(p.name for p in translated.glob("*.png"))
+        names = [names[i * len(names) // n_images] for i in range(min(n_images, len(names)))]  # spread over photos
+        rows = [np.concatenate([read_rgb(bench / "testA" / f), read_rgb(translated / f),
+                                read_rgb(bench / "testA_painted" / f)], axis=1) for f in names]
+        columns.append(np.concatenate(rows, axis=0))
+    gap = np.full((columns[0].shape[0], 8, 3), 255, np.uint8)
+    grid = np.concatenate([c for col in columns for c in (col, gap)][:-1], axis=1)
+    image = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
 
 
 def write_json(path: str | Path, data) -> Path:

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reuse-data", action="store_true",
                         help="use the benchmark already in --out (it must have been built with the same options)")
     parser.add_argument("--json", type=Path, default=None, help="write every figure and the run's details here")
+    parser.add_argument("--figure", type=Path, default=None,
+                        help="write a PNG of test photo | translation | truth per painter (first recipe, first seed)")
+    parser.add_argument("--from-results", action="store_true",
+                        help="train nothing: print the tables (and --figure) of the reports already in --out/results")
     parser.add_argument("--no-fid", action="store_true", help="skip FID/KID")
     parser.add_argument("--inception-weights", default=None, metavar="FILE",
                         help="FID Inception weights file (default: $CYCLESTYLE_INCEPTION_WEIGHTS, torch hub's cache)")
@@ -155,6 +159,10 @@ def compare(args, out: Path, argv: list[str]) -> int:
                    | {f"FID: {r['fid']['note']}" for rs in groups.values() for r in rs if r["fid"].get("note")})
     for note in notes:
         print(f"\nNOTE: {note}")
+    first = next(iter(groups.values()))
+    if args.figure and first:
+        seed = first[0]["seed"]
+        print(f"quality: figure written to {quality.write_figure([r for r in first if r['seed'] == seed], args.figure)}")
     if failures:
         print(f"\nquality: FAILED runs: {', '.join(failures)} (see their output above)")
     if args.json:
@@ -164,10 +172,33 @@ def compare(args, out: Path, argv: list[str]) -> int:
     return 1 if failures else 0
 
 
+def from_results(args, out: Path) -> int:
+    """The tables of a comparison from the JSON reports it left in ``out/results`` (e.g. of a stopped run)."""
+    groups: dict[str, list[dict]] = {}
+    recipes: dict[str, list[str]] = {}
+    for path in sorted((out / "results").glob("*.json")):
+        report = json.loads(path.read_text())
+        if "painter" not in report:
+            continue  # a comparison's summary file, not one run's report
+        groups.setdefault(report["name"], []).append(report)
+        recipes[report["name"]] = report["overrides"]
+    if not groups:
+        print(f"quality_check: error: no run reports in {out / 'results'}", file=sys.stderr)
+        return 2
+    print(quality.format_table(groups, recipes))
+    if args.figure:
+        first = next(iter(groups.values()))
+        seed = first[0]["seed"]
+        print(f"quality: figure written to {quality.write_figure([r for r in first if r['seed'] == seed], args.figure)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)  # key=value overrides may sit between options
     out = args.out or ROOT / "runs" / "quality" / f"size{args.size}-data{args.data_seed}"
+    if args.from_results:
+        return from_results(args, out)
     try:
         for painter in args.painters:
             quality.load_or_build(out / painter, args.size, args.data_seed, args.n_train, args.n_test,
