@@ -39,8 +39,7 @@ truth's). FID/KID of the translations against ``testA_painted`` use :mod:`cycles
 real Inception weights; when those are missing the figure is reported as n/a with how to provide them, never
 silently replaced by a random network (``random_inception=True`` exists for tests, and every report labels it).
 
-Requirements: scikit-image (the ``dev`` extra: the photos and SSIM). ``tools/quality_check.py`` and
-``python -m cyclestyle.quality`` are the command.
+Requirements: scikit-image (the ``dev`` extra: the photos and SSIM). ``tools/quality_check.py`` is the command.
 """
 
 from __future__ import annotations
@@ -96,9 +95,6 @@ def load_photo(name: str) -> np.ndarray:
     if image.dtype != np.uint8:
         raise QualityError(f"skimage.data.{name} is {image.dtype}, expected uint8")
     return np.ascontiguousarray(image[..., :3])
-
-
-load_source = load_photo  # the name earlier versions used
 
 
 def random_box(height: int, width: int, rng: np.random.Generator,
