@@ -51,7 +51,7 @@ class LossConfig:
     gan_mode: str = "lsgan"  # lsgan | vanilla | hinge
     lambda_cycle: float = 10.0  # cycle-consistency L1 weight (CycleGAN paper)
     lambda_identity: float = 0.25  # identity weight, as a fraction of lambda_cycle (paper: 0.5; see README)
-    style_ab: float = 1.0  # weight of the scale-free VGG Gram style loss on A->B (0 = off); see losses.style_loss
+    style_ab: float = 0.0  # weight of the scale-free VGG Gram style loss on A->B (0 = off); see README, "Style loss"
     style_ba: float = 0.0  # the same on B->A (0 = off)
     # Style target: mean = running mean of the target domain's Grams; batch = the Gram of the real target-domain
     # image of the same step (fake i vs real i). Both aim at the same mean in expectation (squared error); batch

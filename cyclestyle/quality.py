@@ -551,6 +551,8 @@ def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -
             rows.append([name, overrides, *["failed"] * len(painters_seen), "", "", ""])
             continue
         mean = f"{row['mean']:+.2f}" + (f" ± {row['seed_std']:.2f}" if row["seed_std"] is not None else "")
+        if set(row["per_painter"]) != set(painters_seen):
+            mean = "n/a (not every painter)"  # a mean over other painters than the other rows' is no comparison
         rows.append([name, overrides, *[f"{row['per_painter'][p]:+.2f}" if p in row["per_painter"] else "n/a"
                                         for p in painters_seen],
                      mean, f"{row['ssim']:.4f}", f"{row['grid_db']:+.2f}"])

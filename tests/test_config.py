@@ -102,3 +102,12 @@ def test_cli_runs_as_module():
     out = subprocess.run([sys.executable, "-m", "cyclestyle", "show-config", *ROOTS], capture_output=True,
                          text=True, check=True).stdout
     assert "root_a: x" in out
+
+
+def test_texture_config_changes_only_the_upsampling():
+    """configs/texture.yaml is the benchmark's texture recipe: the defaults with resize-conv upsampling."""
+    from cyclestyle.config import diff, to_dict
+
+    texture = load_config(ROOT / "configs/texture.yaml", ROOTS)
+    base = load_config(ROOT / "configs/base.yaml", ROOTS)
+    assert diff(to_dict(base), to_dict(texture)) == ["model.upsample: 'deconv' -> 'resize'"]

@@ -175,13 +175,18 @@ def test_recipe_parsing_and_table():
 
 def test_summary_means_over_painters_and_seeds():
     def report(painter, seed, delta):
-        return {"painter": painter, "seed": seed, "delta_psnr": delta, "model": {"ssim": 0.5, "grid_db": 0.0}}
+        return {"painter": painter, "seed": seed, "steps": 10, "delta_psnr": delta, "seconds_per_step_median": 0.1,
+                "model": {"psnr": 17.0 + delta, "ssim": 0.5, "grid_db": 0.0}, "fid": {"fid": None},
+                "identity": {"psnr": 17.0, "ssim": 0.55, "grid_db": 0.0}}
 
     rows = quality.summary_rows({"r": [report("colour", 0, 4.0), report("oil", 0, 2.0), report("colour", 1, 6.0),
                                        report("oil", 1, 2.0)]})["r"]
     assert rows["per_painter"] == {"colour": 5.0, "oil": 2.0}
     assert rows["mean"] == pytest.approx(3.5)
     assert rows["seed_std"] == pytest.approx(np.std([3.0, 4.0], ddof=1))  # per-seed means over painters
+    table = quality.format_table({"r": [report("colour", 0, 4.0), report("oil", 0, 2.0)], "s": [report("oil", 0, 1.0)]},
+                                 {"r": [], "s": []})
+    assert "| s | (none) | n/a | +1.00 | n/a (not every painter) |" in table
 
 
 def test_grid_energy_sees_a_stride_pattern():

@@ -59,8 +59,8 @@ def last_logged_step(run_dir: Path) -> int:
 
 
 def run_harness(workdir: Path, kills: int = 10, steps: int | None = None, checkpoint_every: int = 3,
-                min_delay: float = 2.5, max_delay: float = 6.0, seed: int = 0) -> dict:
-    """Kill a run ``kills`` times (after ``min_delay``..``max_delay`` s; start-up takes ~3 s here)."""
+                min_delay: float = 0.2, max_delay: float = 3.0, seed: int = 0) -> dict:
+    """Kill a run ``kills`` times, each ``min_delay``..``max_delay`` s after its training loop started."""
     steps = steps or 60 * kills + 60  # enough that the run outlives the kills (~30 tiny steps/s here)
     from safetensors.torch import load_file
 
@@ -75,8 +75,15 @@ def run_harness(workdir: Path, kills: int = 10, steps: int | None = None, checkp
     report = {"kills": 0, "checkpoints_verified": 0, "max_steps_lost": 0, "step_went_back": False}
     latest_seen = 0
     while report["kills"] < kills:
+        writers = len(list((run / "tb").glob("events.*")))
         proc = subprocess.Popen(command(run, a, b, steps, checkpoint_every), env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # The delay counts from the moment training starts (its tensorboard writer appears), not from the
+        # launch: start-up (imports, model build) takes 3-8 s depending on the machine, and kills that all
+        # land in it would test nothing but an empty folder.
+        deadline = time.time() + 120
+        while len(list((run / "tb").glob("events.*"))) == writers and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
         time.sleep(rng.uniform(min_delay, max_delay))
         if proc.poll() is not None:  # finished before the kill: nothing left to kill
             break
