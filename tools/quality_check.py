@@ -16,9 +16,9 @@ true paintings when the Inception weights are available. A development tool: it 
         --recipe lsgan= --recipe hinge=loss.gan_mode=hinge --recipe "ema=train.ema=true train.ema_decay=0.99"
 
 Overrides given outside ``--recipe`` apply to every recipe; a recipe is ``NAME=`` followed by its own
-``key=value`` overrides, separated by spaces or commas. The style loss of configs/base.yaml needs the
-ImageNet VGG-19 weights: offline, pass ``loss.style_ab=0`` (or ``loss.vgg_weights=random``, which the
-output labels as such). Layout of ``--out`` (default runs/quality/size<N>-seed<data seed>): the benchmark
+``key=value`` overrides, separated by spaces or commas. The style loss is off in configs/base.yaml; turned
+on, it needs the ImageNet VGG-19 weights (``loss.vgg_weights=random`` is the offline stand-in, and the output
+labels it as such). Layout of ``--out`` (default runs/quality/size<N>-seed<data seed>): the benchmark
 ``<painter>/`` (the benchmark folders, ``benchmark.json``, ``runs/<recipe>-seed<k>/``, replaced on every run)
 and ``results/`` (the JSON report of each run of a comparison).
 """
@@ -159,10 +159,8 @@ def compare(args, out: Path, argv: list[str]) -> int:
                    | {f"FID: {r['fid']['note']}" for rs in groups.values() for r in rs if r["fid"].get("note")})
     for note in notes:
         print(f"\nNOTE: {note}")
-    first = next(iter(groups.values()))
-    if args.figure and first:
-        seed = first[0]["seed"]
-        print(f"quality: figure written to {quality.write_figure([r for r in first if r['seed'] == seed], args.figure)}")
+    if args.figure:
+        write_figure(groups, args.figure)
     if failures:
         print(f"\nquality: FAILED runs: {', '.join(failures)} (see their output above)")
     if args.json:
@@ -170,6 +168,14 @@ def compare(args, out: Path, argv: list[str]) -> int:
                                        "seeds": seeds, "failures": failures, "runs": groups})
         print(f"quality: reports written to {args.json}")
     return 1 if failures else 0
+
+
+def write_figure(groups: dict[str, list[dict]], path: Path) -> None:
+    """The --figure of a comparison: the first recipe's runs of its first seed, one column per painter."""
+    first = next(iter(groups.values()), [])
+    if first:
+        seed = first[0]["seed"]
+        print(f"quality: figure written to {quality.write_figure([r for r in first if r['seed'] == seed], path)}")
 
 
 def from_results(args, out: Path) -> int:
@@ -187,9 +193,7 @@ def from_results(args, out: Path) -> int:
         return 2
     print(quality.format_table(groups, recipes))
     if args.figure:
-        first = next(iter(groups.values()))
-        seed = first[0]["seed"]
-        print(f"quality: figure written to {quality.write_figure([r for r in first if r['seed'] == seed], args.figure)}")
+        write_figure(groups, args.figure)
     return 0
 
 
