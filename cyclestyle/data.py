@@ -261,7 +261,11 @@ def build_loader(data_cfg, seed: int, batch_size: int, rank: int = 0, world_size
     dataset = UnpairedDataset(scan_a.files, scan_b.files, transform, draft_size=data_cfg.load_size)
     stream = UnpairedStream(len(scan_a.files), len(scan_b.files), seed, batch_size, rank, world_size, start_batch)
     workers = data_cfg.num_workers
+    # Its own generator: building an iterator draws the workers' base seed, and from torch's global RNG
+    # that one draw would make a resumed run's dropout (restored RNG, then iter()) differ from the
+    # uninterrupted run's (iter(), then the same RNG).
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=stream, num_workers=workers, pin_memory=pin_memory,
         drop_last=True, worker_init_fn=_seed_worker if workers else None,
+        generator=torch.Generator().manual_seed(seed + 1000 * rank),
         prefetch_factor=4 if workers else None, persistent_workers=False)

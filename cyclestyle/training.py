@@ -6,7 +6,6 @@ Single process, multi-GPU and multi-node all run this same code; ``accelerate la
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import os
 import signal
@@ -23,15 +22,13 @@ from accelerate.utils import set_seed
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from cyclestyle import checkpoint, config as config_lib, losses, nets
+from cyclestyle import checkpoint, config as config_lib, losses, nets, resume as resume_policy
 from cyclestyle.config import Config, ConfigError
 from cyclestyle.data import build_loader, build_transform, load_image
 from cyclestyle.translate import native_bf16
 from cyclestyle.validation import Validator
 from cyclestyle.vgg import VGGFeatures
 
-# Config keys that change the shape or meaning of saved state: a resume must not change them.
-STATE_KEYS = ("model", "train.ema", "train.batch_size")
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: stopped on SIGTERM/SIGINT after saving; rerun with --resume latest
 # Consecutive steps with a non-finite loss tolerated under fp16 (its loss scaler skips such steps and
 # recovers); in fp32/bf16 a NaN loss means NaN weights, so one is enough to stop.
@@ -165,28 +162,6 @@ def resolve_precision(requested: str, cpu: bool = False) -> str:
     return "bf16" if native_bf16(torch.device("cpu")) else "no"
 
 
-def check_resumable(run_dir: Path, cfg: Config, resuming: bool) -> None:
-    """Refuse to mix two different runs in one folder (this is where they would silently collide)."""
-    saved_path = run_dir / "config.yaml"
-    found = checkpoint.list_checkpoints(run_dir)
-    if found and not resuming:
-        raise ConfigError(f"{run_dir} already holds checkpoints of a run (latest: step {found[-1][0]}); "
-                          "pass --resume latest to continue it, or choose another train.run_dir")
-    if not (resuming and saved_path.is_file()):
-        return
-    saved = config_lib.load_config(saved_path)
-    lines = []
-    for key in STATE_KEYS:
-        a, b = config_lib.get(saved, key), config_lib.get(cfg, key)
-        if dataclasses.is_dataclass(a):
-            lines += config_lib.diff(dataclasses.asdict(a), dataclasses.asdict(b), key + ".")
-        elif a != b:
-            lines.append(f"{key}: {a!r} -> {b!r}")
-    if lines:
-        raise ConfigError(f"cannot resume {run_dir}: the config changes the shape of the saved state:\n  "
-                          + "\n  ".join(lines) + f"\nuse the saved values ({saved_path}) or another train.run_dir")
-
-
 def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = None,
           on_step: Callable[[int], None] | None = None) -> TrainResult:
     """Train (or resume) a CycleGAN as described by ``cfg``; returns the final state.
@@ -285,10 +260,15 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
 
     # --- Run folder: refuse collisions before anything expensive happens ---
     resume_from = checkpoint.resolve_resume(run_dir, resume)
-    check_resumable(run_dir, cfg, resume_from is not None)
+    resume_step, changes = resume_policy.check(run_dir, cfg, resume_from)  # refused changes raise here
+    accelerator.wait_for_everyone()  # every rank has read the saved config before rank 0 rewrites it
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        config_lib.save(cfg, run_dir / "config.yaml")
+        config_lib.save(cfg, run_dir / "config.yaml")  # the config in force now; the changes go to a log
+        resume_policy.record(run_dir, resume_step, changes)
+        if changes:
+            print(f"cyclestyle: resuming at step {resume_step} with a changed config (logged in "
+                  f"{run_dir / resume_policy.CHANGES_LOG}):\n  " + "\n  ".join(changes), flush=True)
 
     # --- Style loss network: fails here, before training starts, if the VGG weights are missing ---
     use_style = {"ab": cfg.loss.style_ab > 0, "ba": cfg.loss.style_ba > 0}
@@ -344,13 +324,21 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         if ema is not None:
             ema.load_state_dict(shared["ema"])
         for direction, target in targets.items():
-            if f"style_target_{direction}" not in shared:
+            if f"style_target_{direction}" not in shared:  # a checkpoint older than the config it holds
                 raise ConfigError(f"cannot resume {resume_from}: it holds no {direction} style target (it was saved "
                                   "with another loss.style_target, or with the style loss off); use its settings "
                                   f"({run_dir / 'config.yaml'}) or another train.run_dir")
             target.load_state_dict(shared[f"style_target_{direction}"])
         if validator is not None and "validation_best" in shared:
-            validator.best.load_state_dict(shared["validation_best"])
+            if resume_policy.resets_validation_best(changes):
+                print("cyclestyle: the validation subset or metric changed: the best score starts afresh")
+            else:
+                validator.best.load_state_dict(shared["validation_best"])
+        # Keys that may change on resume take effect now: the saved optimizers hold the old lr and betas.
+        for opt, sched in ((opt_g, sched_g), (opt_d, sched_d)):
+            sched.scheduler.base_lrs = [t.lr] * len(opt.param_groups)
+            for group in opt.param_groups:
+                group.update(lr=t.lr * schedule(step), initial_lr=t.lr, betas=betas)
         if rank_state is not None:
             for name, pool in pools.items():
                 pool.load_state_dict(rank_state[f"pool_{name}"], device)
@@ -365,8 +353,9 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         if validator is not None:
             shared["validation_best"] = validator.best.state_dict()
         rank_state = {f"pool_{name}": pool.state_dict() for name, pool in pools.items()}
-        folder = checkpoint.save_checkpoint(accelerator, run_dir, step, shared, rank_state,
-                                            {"num_processes": accelerator.num_processes}, t.keep_checkpoints)
+        trainer_state = {"num_processes": accelerator.num_processes, "config": config_lib.to_dict(cfg)}
+        folder = checkpoint.save_checkpoint(accelerator, run_dir, step, shared, rank_state, trainer_state,
+                                            t.keep_checkpoints)
         export = None
         if is_main:
             export = checkpoint.export_generators(run_dir / "generators" / "last.safetensors",
@@ -482,14 +471,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         if step % t.log_every == 0 or checkpoint_due:
             # The only host syncs, every log_every steps: a NaN is caught at most log_every steps late,
             # and never written over a good checkpoint.
-            bad_steps = int(nonfinite)
-            limit = FP16_NONFINITE_STEPS if precision == "fp16" else 1
-            if bad_steps >= limit:
-                last = checkpoint.list_checkpoints(run_dir)
-                raise FloatingPointError(
-                    f"non-finite loss for {bad_steps} step(s) up to step {step}; stopped without saving. Last good "
-                    f"checkpoint: {last[-1][1] if last else 'none'}. Try a lower train.lr or "
-                    "train.mixed_precision=no, then --resume latest")
+            bad_steps = check_finite(accelerator, nonfinite, precision, step, run_dir)
             if bad_steps and checkpoint_due:
                 checkpoint_due = False  # fp16 is skipping steps right now: save at the next good one
         if step % t.log_every == 0 or step == end:
@@ -504,7 +486,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
             progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
         if writer is not None and (step % t.image_every == 0 or step == end):
             _log_images(writer, sample_generators(), real_a, real_b, step, accelerator)
-        if validator is not None and (step % cfg.validation.every == 0 or step == end):
+        if validator is not None and (step % cfg.validation.every == 0 or step == t.steps):
             scores = validator(sample_generators(), step)  # every rank: the features are gathered
             if scores is not None:
                 _record_validation(scores, step, writer, progress)
@@ -543,6 +525,27 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
                        generators=dict(sample_generators().items()),
                        discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
                        losses=logged, checkpoint=folder, export=export, preempted=preempted)
+
+
+def check_finite(accelerator: Accelerator, nonfinite: torch.Tensor, precision: str, step: int, run_dir: Path) -> int:
+    """Consecutive steps with a non-finite loss, agreed by all processes (the most of any); raises
+    FloatingPointError, with the same message on every process, when that is too many.
+
+    Agreed through a collective: a rank that stopped alone would leave the others waiting forever in their
+    next collective, and ranks that disagreed on skipping a checkpoint would hang inside the save.
+    """
+    per_rank = accelerator.gather(nonfinite.reshape(1)).cpu().tolist() if accelerator.num_processes > 1 \
+        else [float(nonfinite)]
+    bad_steps = int(max(per_rank))
+    if bad_steps >= (FP16_NONFINITE_STEPS if precision == "fp16" else 1):
+        where = "" if len(per_rank) == 1 else " on process " + ", ".join(
+            str(rank) for rank, n in enumerate(per_rank) if n == bad_steps)
+        last = checkpoint.list_checkpoints(run_dir)
+        raise FloatingPointError(
+            f"non-finite loss{where} for {bad_steps} step(s) up to step {step}; stopped without saving. Last good "
+            f"checkpoint: {last[-1][1] if last else 'none'}. Try a lower train.lr or train.mixed_precision=no, "
+            "then --resume latest")
+    return bad_steps
 
 
 def _record_validation(scores: dict[str, float], step: int, writer, progress) -> None:

@@ -1,26 +1,52 @@
-"""Run under ``accelerate launch`` by test_training.py: train, then write each rank's view of the result."""
+"""Run under ``accelerate launch`` by the tests: train, then write each rank's view of the result.
+
+    ddp_train.py OUT MODE key=value ...
+
+MODE ``resume``: ``<train.run_dir>/straight`` trains all steps; ``<train.run_dir>/split`` stops at half and is
+resumed (the test compares the two final checkpoints). MODE ``nan-on-rank-1``: the generators' L1 loss is NaN
+on rank 1 only; each rank records the error it stopped with.
+"""
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from cyclestyle import losses
 from cyclestyle.config import load_config
 from cyclestyle.training import train
 
-out = Path(sys.argv[1])
-result = train(load_config(None, sys.argv[2:]))
-rank = torch.distributed.get_rank()
+out, mode, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
+out.mkdir(parents=True, exist_ok=True)
+rank = int(os.environ["RANK"])
+if mode == "nan-on-rank-1":
+    if rank == 1:
+        losses.l1 = lambda a, b: (a - b).abs().mean() * float("nan")  # fault injection on one process
+    try:
+        train(load_config(None, overrides))
+        error = None
+    except FloatingPointError as err:
+        error = str(err)
+    (out / f"rank{rank}.json").write_text(json.dumps({"error": error}))
+    sys.exit(0)
+
+assert mode == "resume", mode
+base = Path(load_config(None, overrides).train.run_dir)
+straight = train(load_config(None, [*overrides, f"train.run_dir={base / 'straight'}"]))
+split = load_config(None, [*overrides, f"train.run_dir={base / 'split'}"])
+train(split, stop_at_step=split.train.steps // 2)
+result = train(split, resume="latest")
 nets = {**result.generators, **result.discriminators}
 summary = {
     "num_processes": result.num_processes,
     "step": result.step,
+    "checkpoints": [str(straight.checkpoint), str(result.checkpoint)],
     "params": {f"{n}.{k}": float(v.double().sum()) for n, m in nets.items() for k, v in m.state_dict().items()},
     "targets": float(torch.load(result.checkpoint / "shared_state.pt", weights_only=True)
                      ["style_target_ab"]["gram_0"].double().sum()),
     "pool": float(torch.load(result.checkpoint / f"rank_state_{rank}.pt", weights_only=True)
                   ["pool_a"]["images"].double().sum()),
 }
-out.mkdir(parents=True, exist_ok=True)
 (out / f"rank{rank}.json").write_text(json.dumps(summary))

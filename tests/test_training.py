@@ -86,44 +86,6 @@ def test_few_steps_write_events_checkpoints_and_export(tiny_cfg):
         assert torch.equal(gen(x), result.generators["gen_ab"](x))
 
 
-def test_resume_equals_uninterrupted_run(tiny_cfg):
-    """4 steps straight vs 2 + resume + 2: identical weights, optimizer state, pools, LR and style targets."""
-    extra = ("train.pool_size=2", "train.ema=true", "loss.style_ab=2", "loss.vgg_weights=random",
-             "loss.style_ba=1", "loss.style_target=mean", "model.spectral_norm=true")
-    straight = train(tiny_cfg(*extra, run="straight"))
-    first = train(tiny_cfg(*extra, run="split"), stop_at_step=2)
-    assert first.step == 2
-    resumed = train(tiny_cfg(*extra, run="split"), resume="latest")
-    assert resumed.step == 4
-
-    a = params({**straight.generators, **straight.discriminators})
-    b = params({**resumed.generators, **resumed.discriminators})
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-    assert straight.losses == resumed.losses  # same losses at the last step
-    ck_a, ck_b = straight.checkpoint, resumed.checkpoint
-    for name in ("rank_state_0.pt", "shared_state.pt", "optimizer.bin", "optimizer_1.bin", "scheduler.bin"):
-        sa = torch.load(ck_a / name, weights_only=False)
-        sb = torch.load(ck_b / name, weights_only=False)
-        assert repr(sa) == repr(sb), name  # pools (contents + RNG), EMA, style targets, Adam moments, LR
-    pool = torch.load(ck_b / "rank_state_0.pt", weights_only=True)["pool_a"]["images"]
-    assert pool.shape == (2, 3, 32, 32)
-    lr_a = read_events(straight.run_dir / "tb").Scalars("lr/gen")
-    lr_b = read_events(resumed.run_dir / "tb").Scalars("lr/gen")
-    assert [(e.step, e.value) for e in lr_a] == [(e.step, e.value) for e in lr_b]
-
-
-def test_resume_refuses_shape_change_and_fresh_start_over_a_run(tiny_cfg):
-    train(tiny_cfg("train.steps=2", "train.decay_steps=0"))
-    with pytest.raises(ConfigError, match="already holds checkpoints.*--resume latest"):
-        train(tiny_cfg("train.steps=2", "train.decay_steps=0"))
-    with pytest.raises(ConfigError, match=r"shape of the saved state:\n  model.ngf: 8 -> 16"):
-        train(tiny_cfg("train.steps=4", "model.ngf=16"), resume="latest")
-    done = train(tiny_cfg("train.steps=2", "train.decay_steps=0", "train.lr=1e-3"), resume="latest")
-    assert done.step == 2  # already complete: nothing to train, not an error
-
-
 def test_interrupted_save_leaves_previous_checkpoint_usable(tiny_cfg):
     cfg = tiny_cfg("train.steps=2", "train.decay_steps=0")
     train(cfg)
@@ -296,29 +258,37 @@ def test_cli_train_and_bad_folder_error(folders, tmp_path):
     assert f"data.root_a folder not found: {tmp_path / 'missing'}" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_two_process_ddp_on_cpu(folders, tmp_path):
-    """A real 2-process run (gloo) through accelerate launch: both ranks end with identical weights."""
-    out = tmp_path / "ranks"
+def launch_two_processes(script_args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           str(ROOT / "tests" / "ddp_train.py"), str(out),
-           *tiny_overrides(folders, tmp_path / "ddp"), "train.steps=3", "train.decay_steps=0",
-           "train.checkpoint_every=3", "loss.style_ab=1", "loss.style_target=mean", "loss.vgg_weights=random",
-           "train.pool_size=2",
-           # validation: each rank featurises its share of 5 images (3 + 2), gathered back in subset order
-           "validation.every=3", f"validation.root_a={folders[0]}", f"validation.root_b={folders[1]}",
-           "validation.num_images=5", "validation.batch_size=2", "validation.inception_weights=random"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+           str(ROOT / "tests" / "ddp_train.py"), *script_args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_two_process_ddp_on_cpu_resumes_exactly(folders, tmp_path):
+    """A real 2-process run (gloo) through accelerate launch: both ranks end with identical weights, and
+    4 steps straight equal 2 + resume + 2 in every tensor of the checkpoint (both ranks' pools and RNGs)."""
+    from tests.test_resume import assert_same_checkpoints
+
+    out = tmp_path / "ranks"
+    done = launch_two_processes([
+        str(out), "resume", *tiny_overrides(folders, tmp_path / "ddp"), "train.steps=4", "train.decay_steps=2",
+        "train.checkpoint_every=2", "loss.style_ab=1", "loss.style_target=mean", "loss.vgg_weights=random",
+        "train.pool_size=2", "model.dropout=true", "train.ema=true",
+        # validation: each rank featurises its share of 5 images (3 + 2), gathered back in subset order
+        "validation.every=4", f"validation.root_a={folders[0]}", f"validation.root_b={folders[1]}",
+        "validation.num_images=5", "validation.batch_size=2", "validation.inception_weights=random"])
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["num_processes"] for r in ranks] == [2, 2]
-    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["step"] == ranks[1]["step"] == 4
     assert ranks[0]["params"] == ranks[1]["params"]
     assert ranks[0]["targets"] == ranks[1]["targets"]  # style targets folded in the all-process mean
     assert ranks[0]["pool"] != ranks[1]["pool"]  # each rank saw its own data
-    folder = checkpoint.checkpoints_dir(tmp_path / "ddp") / "step-0000003"
-    assert {"rank_state_0.pt", "rank_state_1.pt", "random_states_1.pkl"} <= {p.name for p in folder.iterdir()}
+    straight, resumed = map(Path, ranks[0]["checkpoints"])
+    compared = assert_same_checkpoints(straight, resumed)
+    assert {"rank_state_0.pt", "rank_state_1.pt", "random_states_0.pkl", "random_states_1.pkl"} <= set(compared)
 
     # The validation scores logged by the 2-process run equal those of one process on the final weights:
     # each image's features gathered exactly once, the padding rows of the shorter share dropped.
@@ -327,18 +297,30 @@ def test_two_process_ddp_on_cpu(folders, tmp_path):
     from cyclestyle.translate import Translator
     from cyclestyle.validation import load_subset, to_uint8
 
-    cfg = load_config(tmp_path / "ddp" / "config.yaml")
+    run = tmp_path / "ddp" / "straight"
+    cfg = load_config(run / "config.yaml")
     inception = load_inception("random", "cpu")
-    translator = Translator.load(tmp_path / "ddp", direction="a2b", device="cpu", precision="fp32")
+    translator = Translator.load(run, direction="a2b", device="cpu", precision="fp32")
     fake = inception(to_uint8(translator.translate_tensor(load_subset(folders[0], cfg, "a"))))
     real = inception(to_uint8(load_subset(folders[1], cfg, "b")))
-    events = read_events(tmp_path / "ddp" / "tb")
-    assert [e.step for e in events.Scalars("val/fid_a2b")] == [3]
+    events = read_events(run / "tb")
+    assert [e.step for e in events.Scalars("val/fid_a2b")] == [4]
     mu1, s1 = statistics(fake)
     mu2, s2 = statistics(real)
     assert events.Scalars("val/fid_a2b")[0].value == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-3)
     assert events.Scalars("val/kid_a2b")[0].value == pytest.approx(kid(fake, real)["kid_mean"], rel=1e-3)
-    assert (tmp_path / "ddp" / "generators" / "best.safetensors").is_file()
+    assert (run / "generators" / "best.safetensors").is_file()
+
+
+def test_a_nan_on_one_process_stops_both_at_the_same_step_with_the_same_message(folders, tmp_path):
+    out = tmp_path / "ranks"
+    done = launch_two_processes([str(out), "nan-on-rank-1", *tiny_overrides(folders, tmp_path / "nan"),
+                                 "train.steps=4", "train.decay_steps=0", "train.log_every=2"], timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    errors = [json.loads((out / f"rank{r}.json").read_text())["error"] for r in (0, 1)]
+    assert errors[0] == errors[1]
+    assert errors[0].startswith("non-finite loss on process 1 for 2 step(s) up to step 2; stopped without saving")
+    assert not checkpoint.list_checkpoints(tmp_path / "nan")
 
 
 def test_ema_decay_warms_up_so_early_averages_follow_the_weights():
