@@ -76,6 +76,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16 (auto: bf16 where the hardware has it)
     cpu: bool = False  # force CPU even when a GPU is present
     compile: bool = False  # torch.compile the networks (slow first step; falls back to eager on errors)
+    deterministic: bool = False  # GPU: deterministic kernels, no cuDNN autotuning (slower; exact resume). CPU: always exact
     ema: bool = False  # keep an exponential moving average of generator weights
     ema_decay: float = 0.999  # per step, warmed up: min(ema_decay, (1 + step) / (10 + step))
     seed: int = 0
@@ -204,7 +205,7 @@ def validate(cfg: Config) -> None:
     multiple = nets.GENERATORS[cfg.model.generator].size_multiple
     if cfg.data.crop_size % multiple:
         fail("data.crop_size", f"{cfg.model.generator} needs a multiple of {multiple}, got {cfg.data.crop_size}")
-    if cfg.loss.style_reference is not None and not Path(cfg.loss.style_reference).is_file():
+    if cfg.loss.style_reference is not None and cfg.loss.style_ab > 0 and not Path(cfg.loss.style_reference).is_file():
         fail("loss.style_reference", f"file not found: {cfg.loss.style_reference}")
     if cfg.validation.every:
         for key in ("validation.root_a", "validation.root_b"):

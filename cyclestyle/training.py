@@ -251,11 +251,13 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
                               cpu=t.cpu, step_scheduler_with_optimizer=False,
                               dynamo_backend="inductor" if t.compile else "no")
     device, is_main = accelerator.device, accelerator.is_main_process
-    if device.type == "cuda":
-        # Every step sees the same crop size, so cuDNN's one-time autotuning per conv shape pays back.
-        # (Not measured on a GPU yet: no GPU was lent to the sessions that wrote this; see README "Speed".)
+    if device.type == "cuda" and not t.deterministic:
+        # Every step sees the same crop size, so cuDNN's one-time autotuning per conv shape pays back; the
+        # kernels it picks may differ between runs, so a resumed GPU run is exact only with train.deterministic.
         torch.backends.cudnn.benchmark = True
-    set_seed(t.seed)  # same on every rank: identical initial weights
+    if t.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
+    set_seed(t.seed, deterministic=t.deterministic)  # same on every rank: identical initial weights
     run_dir = Path(t.run_dir)
 
     # --- Run folder: refuse collisions before anything expensive happens ---

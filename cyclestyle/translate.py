@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import platform
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -35,11 +36,17 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (CUDA Ampere+, CPUs with AVX512-BF16/AMX via oneDNN)."""
+    """Whether ``device`` computes bf16 natively (CUDA Ampere+, x86 CPUs with AVX512-BF16 or AMX, Arm CPUs
+    with BF16 via oneDNN)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and \
-        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64") and hasattr(torch.cpu, "_is_avx512_bf16_supported"):
+        # oneDNN also reports bf16 "supported" on AVX-512 CPUs without the BF16 instructions, where it is
+        # emulated in fp32 and no faster: only the instructions themselves count.
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def resolve_device(device: str = "auto") -> torch.device:

@@ -150,3 +150,44 @@ def single_threaded_module():
     """``one_thread()`` for a whole test module (use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
     with one_thread():
         yield
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Block every connection and name lookup that leaves 127.0.0.1, at the socket layer, whatever client
+    makes it (torch.hub, urllib, requests). Returns the list of hosts that were refused."""
+    import socket
+
+    refused: list[str] = []
+    local = {"127.0.0.1", "localhost", "::1"}
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in local:
+            refused.append(str(host))
+            raise socket.gaierror(socket.EAI_NONAME, f"network blocked by the test ({host})")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    def connect(self, address):
+        if isinstance(address, tuple) and address[0] not in local:
+            refused.append(str(address[0]))
+            raise ConnectionRefusedError(f"network blocked by the test ({address[0]})")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return refused
+
+
+def cpu_flags_say_native_bf16() -> bool:
+    """From /proc/cpuinfo, independently of torch's own checks: does this x86 CPU have the bf16 instructions
+    (AVX512-BF16 or AMX-BF16)? Skips the test elsewhere."""
+    import platform
+    from pathlib import Path
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.is_file():
+        pytest.skip("needs an x86 Linux machine's /proc/cpuinfo")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags

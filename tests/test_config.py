@@ -48,12 +48,17 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("loss.style_target=bogus", "config key 'loss.style_target': 'bogus' is not one of mean, batch"),
     ("model.generator=resnet_99", "config key 'model.generator'"),
     ("train.beta1=1.5", "config key 'train.beta1'"),
-    ("loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),
+    ("loss.style_ab=1 loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),
     ("nokey", "not of the form key=value"),
 ])
 def test_config_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=expected):
-        load_config(None, ROOTS + [override])
+        load_config(None, ROOTS + override.split(" "))
+
+
+def test_style_reference_is_only_opened_when_a_style_loss_uses_it():
+    cfg = load_config(None, ROOTS + ["loss.style_ab=0", "loss.style_reference=/no/such.jpg"])
+    assert cfg.loss.style_reference == "/no/such.jpg"  # unused with the A->B style loss off: not checked
 
 
 def test_bare_no_means_no_mixed_precision(tmp_path):

@@ -8,7 +8,6 @@ import dataclasses
 import hashlib
 import json
 import shutil
-import urllib.error
 
 import numpy as np
 import pytest
@@ -270,20 +269,16 @@ def test_evaluate_command(folders, tmp_path, monkeypatch, capsys):
 # --- Inception weights ------------------------------------------------------------------------------------
 
 
-def test_missing_weights_say_which_file_to_put_where(photos, tmp_path, monkeypatch, capsys):
+def test_missing_weights_say_which_file_to_put_where(photos, tmp_path, monkeypatch, capsys, no_network):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv(evaluation.WEIGHTS_ENV, raising=False)
-
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no internet")
-
-    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     expected_place = str(tmp_path / "torch" / "hub" / "checkpoints" / evaluation.INCEPTION_FILE)
     with pytest.raises(EvaluationError) as err:
         evaluation.load_inception()
     message = str(err.value)
     assert expected_place in message and "download failed" in message and "--inception-weights" in message
     assert evaluation.WEIGHTS_ENV in message and evaluation.inception_url() in message
+    assert no_network  # the download was really attempted and stopped by the block
     monkeypatch.setenv(evaluation.WEIGHTS_ENV, str(tmp_path / "nope.pth"))
     with pytest.raises(EvaluationError, match="nope.pth"):
         evaluation.load_inception()

@@ -11,7 +11,7 @@ import torch
 from cyclestyle import checkpoint, nets
 from cyclestyle.config import ConfigError, ModelConfig
 from cyclestyle.training import ImagePool, lr_factor, train
-from tests.conftest import tiny_overrides
+from tests.conftest import cpu_flags_say_native_bf16, tiny_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +31,7 @@ def params(modules):
 def test_auto_precision_is_bf16_where_the_hardware_has_it():
     from cyclestyle.training import resolve_precision
 
-    native_bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert resolve_precision("auto", cpu=True) == ("bf16" if native_bf16 else "no")
+    assert resolve_precision("auto", cpu=True) == ("bf16" if cpu_flags_say_native_bf16() else "no")
     assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
 
 
@@ -100,16 +99,31 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tiny_cfg):
         checkpoint.resolve_resume(run, str(run))
 
 
-def test_bf16_autocast_steps_are_finite_and_learn(tiny_cfg):
-    cfg = tiny_cfg("train.mixed_precision=bf16", "loss.style_ab=10", "loss.vgg_weights=random")
+def test_bf16_autocast_steps_are_finite_and_learn(tiny_cfg, monkeypatch):
+    built = []  # the generators as training builds them, before any step
+
+    def spy(model_cfg):
+        net = build_generator(model_cfg)
+        built.append({k: v.clone() for k, v in net.state_dict().items()})
+        return net
+
+    build_generator = nets.build_generator
+    monkeypatch.setattr(nets, "build_generator", spy)
+    cfg = tiny_cfg("train.mixed_precision=bf16", "loss.style_ab=10", "loss.vgg_weights=random", run="bf16")
     assert cfg.train.mixed_precision == "bf16"
-    init = nets.build_generator(cfg.model)
     result = train(cfg)
     assert all(math.isfinite(v) for v in result.losses.values())
     assert "style_ab" in result.losses
     assert all(p.dtype == torch.float32 for p in result.generators["gen_ab"].parameters())  # fp32 master weights
-    changed = [not torch.equal(p, q) for p, q in zip(init.parameters(), result.generators["gen_ab"].parameters())]
-    assert all(changed)
+    trained = result.generators["gen_ab"].state_dict()
+    moved = [float((trained[k] - v).abs().max()) for k, v in built[0].items() if v.is_floating_point()]
+    assert min(moved) > 1e-5  # every tensor learned (4 Adam steps of lr 2e-4 move each by ~1e-4 or more)
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # a second Accelerator with another precision
+    GradientState._reset_state()
+    fp32 = train(tiny_cfg("train.mixed_precision=no", "loss.style_ab=10", "loss.vgg_weights=random", run="fp32"))
+    assert fp32.losses["gen_total"] != result.losses["gen_total"]  # autocast really ran in bf16
 
 
 def test_style_terms_per_layer_logged_batch_target_pairs_fake_i_with_real_i_reference_fixed(tiny_cfg, folders,
@@ -156,19 +170,22 @@ def test_style_terms_per_layer_logged_batch_target_pairs_fake_i_with_real_i_refe
 
 
 def test_gradient_accumulation_matches_larger_batch(tiny_cfg):
-    """batch 2 == 2 micro-batches of 1: the same samples (position-addressed stream), the same mean loss."""
-    # lr 1e-2: parameters move ~2e-2, far above the float noise that Adam amplifies for near-zero grads
-    # One step: after that, the flipped weights (below) change the networks and the runs drift apart.
-    common = ("train.pool_size=0", "train.steps=1", "train.decay_steps=0", "loss.lambda_identity=0", "train.lr=1e-2")
+    """batch 2 == 2 micro-batches of 1: the same samples (position-addressed stream), the same mean gradient.
+
+    Compared on Adam's first moment after one step, (1 - beta1) * grad: linear in the gradient, so a sum
+    instead of a mean (2x) shows, where the weights would not (Adam's first step is about lr * sign(grad))."""
+    common = ("train.pool_size=0", "train.steps=1", "train.decay_steps=0", "loss.lambda_identity=0")
     big = train(tiny_cfg(*common, "train.batch_size=2", run="big"))
     acc = train(tiny_cfg(*common, "train.batch_size=1", "train.grad_accum=2", run="acc"))
     assert acc.step == 1
-    pa, pb = params(big.generators), params(acc.generators)
-    diff = torch.cat([(pa[k] - pb[k]).abs().flatten() for k in pa])
-    # Adam's first steps are ~lr*sign(grad): the few weights whose grads are ~0 may flip on float noise,
-    # so count them instead of demanding elementwise closeness.
-    assert (diff > 1e-4).float().mean() < 0.01  # measured: 0.0036
-    assert diff.median() < 1e-6
+    for name in ("optimizer.bin", "optimizer_1.bin"):  # generators, discriminators
+        moments = [torch.load(run.checkpoint / name, weights_only=True)["state"] for run in (big, acc)]
+        assert moments[0].keys() == moments[1].keys() and moments[0]
+        m_big, m_acc = (torch.cat([m[k]["exp_avg"].flatten() for k in sorted(m)]) for m in moments)
+        # batched convolutions round differently from single-image ones: relative error over all moments
+        # (the biases in front of instance norms have ~0, pure-noise grads, so not tensor by tensor)
+        assert (m_big - m_acc).norm() <= 1e-4 * m_big.norm(), name
+        assert m_big.abs().max() > 1e-4  # the moments compared are not all ~0
 
 
 def test_generator_loss_back_propagated_in_parts_equals_one_backward_of_the_sum():
@@ -232,8 +249,16 @@ def test_fused_adam_is_used_on_cpu_and_updates_like_foreach_adam():
         assert torch.allclose(p, q, rtol=0, atol=1e-6)
 
 
-def test_compile_path_runs_with_finite_losses(tiny_cfg):
+def test_compile_path_compiles_and_runs_with_finite_losses(tiny_cfg):
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     result = train(tiny_cfg("train.compile=true", "train.steps=2", "train.decay_steps=0"))
+    # really compiled, not run eagerly after a swallowed error: every captured frame went through
+    # AOTAutograd and inductor built the graphs (suppress_errors would leave frames "total" above "ok")
+    assert counters["frames"]["ok"] == counters["frames"]["total"] >= 2
+    assert counters["aot_autograd"]["ok"] == counters["aot_autograd"]["total"] >= 2
+    assert counters["inductor"]
     assert result.step == 2 and all(math.isfinite(v) for v in result.losses.values())
     weights, _ = checkpoint.read_export(result.export)  # compiled modules unwrap to plain state dicts
     assert not any("_orig_mod" in k for k in weights["gen_ab"])

@@ -14,6 +14,7 @@ from cyclestyle import checkpoint, nets
 from cyclestyle.checkpoint import CheckpointError
 from cyclestyle.config import ModelConfig
 from cyclestyle.translate import Translator, load_generator, pil_to_tensor
+from tests.conftest import cpu_flags_say_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,9 +52,7 @@ def test_pil_in_pil_out_same_size_and_direction(export, tmp_path):
 
 
 def test_auto_precision_is_bf16_where_native(export, tmp_path):
-    from cyclestyle.translate import native_bf16
-
-    expected = "bf16" if native_bf16(torch.device("cpu")) else "fp32"
+    expected = "bf16" if cpu_flags_say_native_bf16() else "fp32"
     auto = Translator.load(tmp_path / "run", device="cpu", precision="auto")
     explicit = Translator.load(tmp_path / "run", device="cpu", precision=expected)
     assert auto.precision == expected
