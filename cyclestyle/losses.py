@@ -108,3 +108,99 @@ def style_loss(grams: list[torch.Tensor], targets: list[torch.Tensor], eps: floa
         per_layer.append((error / (energy + eps)).mean())
     return torch.stack(per_layer).mean(), per_layer
 
+
+
+class CycleGANObjective(nn.Module):
+    """The whole training objective in one place: the loss weights, the style features and the style targets.
+
+    ``generator_terms`` and ``discriminator_terms`` return ``(weighted total, named unweighted terms)``; the
+    training loop runs the networks, the backward passes, ``no_sync`` and autocast. The style targets are
+    state (saved in checkpoints) and change only through :meth:`update_style_targets`, an explicit call per
+    micro-batch. ``reduce_mean`` averages a list of tensors over processes (identity on one process), so that
+    every rank folds the same values into its targets.
+    """
+
+    def __init__(self, cfg, vgg: VGGFeatures | None = None, reduce_mean=None):
+        super().__init__()
+        self.mode = cfg.gan_mode
+        self.lambda_cycle = cfg.lambda_cycle
+        self.lambda_identity = cfg.lambda_identity * cfg.lambda_cycle  # the config's is a fraction of the cycle's
+        self.r1_gamma = cfg.r1_gamma
+        self.style_weight = {"ab": cfg.style_ab, "ba": cfg.style_ba}
+        if any(self.style_weight.values()) and vgg is None:
+            raise ValueError("a style loss needs the VGG features")
+        self.vgg = vgg
+        self.reduce_mean = reduce_mean or (lambda tensors: tensors)
+        # mean: the running mean Gram of the target domain's real images; batch: fake i against real i, no state.
+        # loss.style_reference fixes the A->B target to one painting's Gram (set_reference).
+        self.fixed_reference = cfg.style_reference is not None and cfg.style_ab > 0
+        self.targets = nn.ModuleDict({
+            d: GramTarget(vgg.channels) for d, w in self.style_weight.items()
+            if w > 0 and (cfg.style_target == "mean" or (d == "ab" and self.fixed_reference))})
+
+    @property
+    def uses_identity(self) -> bool:
+        return self.lambda_identity > 0
+
+    @torch.no_grad()
+    def set_reference(self, painting: torch.Tensor) -> None:
+        """The A->B style target: one painting's Gram, (3, H, W) in [-1, 1]."""
+        self.targets["ab"].update(self.vgg.grams(painting[None]))
+
+    @torch.no_grad()
+    def update_style_targets(self, real: dict[str, torch.Tensor]) -> None:
+        """Fold this micro-batch's real target-domain images (``real["ab"]``: B images) into the mean targets."""
+        for direction, target in self.targets.items():
+            if direction == "ab" and self.fixed_reference:
+                continue
+            batch_mean = [g.mean(0) for g in self.vgg.grams(real[direction])]
+            target.update(self.reduce_mean(batch_mean))
+
+    def generator_terms(self, direction: str, real: torch.Tensor, fake_logits: torch.Tensor, rec: torch.Tensor,
+                        fake: torch.Tensor, identity: torch.Tensor | None, target_real: torch.Tensor
+                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One direction's generator loss (``direction`` "ab": real A -> fake B -> rec A): adversarial on D's
+        ``fake_logits``, cycle ``rec`` vs ``real``, identity (the generator's output for ``target_real``),
+        style of ``fake`` against the direction's target (or ``target_real`` with style_target=batch)."""
+        part, other = ("a", "b") if direction == "ab" else ("b", "a")
+        terms = {f"gan_{direction}": gan_generator_loss(self.mode, fake_logits), f"cycle_{part}": l1(rec, real)}
+        loss = terms[f"gan_{direction}"] + self.lambda_cycle * terms[f"cycle_{part}"]
+        if identity is not None:
+            terms[f"idt_{other}"] = l1(identity, target_real)
+            loss = loss + self.lambda_identity * terms[f"idt_{other}"]
+        if self.style_weight[direction] > 0:
+            style, style_terms = self.style_terms(direction, fake, target_real)
+            terms.update(style_terms)
+            loss = loss + style
+        return loss, terms
+
+    def style_terms(self, direction: str, fake: torch.Tensor, target_real: torch.Tensor
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The weighted scale-free Gram style loss of ``fake`` against the direction's target (with
+        style_target=batch: ``target_real``, the target domain's images of the step); the unweighted total
+        and the per-layer values as terms."""
+        if direction in self.targets:
+            target_grams = self.targets[direction].grams
+        else:
+            # style_target=batch: fake i against real i. The unpaired stream draws them independently, so
+            # pairing by position is already a random pairing (a roll would add nothing), and a batch of N
+            # stays equal to N accumulated micro-batches of 1. Per rank: nothing to reduce.
+            with torch.no_grad():
+                target_grams = self.vgg.grams(target_real)
+        total, per_layer = style_loss(self.vgg.grams(fake), target_grams)
+        terms = {f"style_{direction}": total}
+        terms.update({f"style_{direction}/{name}": v.detach() for name, v in zip(self.vgg.layers, per_layer)})
+        return self.style_weight[direction] * total, terms
+
+    def discriminator_terms(self, domain: str, disc: nn.Module, real: torch.Tensor, fake: torch.Tensor
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """D's loss for one domain on real images and (pooled, detached) fakes, one batched forward (instance
+        norm is per image, so this equals two calls and runs one DDP forward), plus R1 on the reals."""
+        n = real.shape[0]
+        logits = disc(torch.cat([real, fake.to(real.dtype)]))
+        terms = {f"disc_{domain}": gan_discriminator_loss(self.mode, logits[:n], logits[n:])}
+        loss = terms[f"disc_{domain}"]
+        if self.r1_gamma > 0:
+            terms[f"r1_{domain}"] = r1_penalty(disc, real)
+            loss = loss + self.r1_gamma * terms[f"r1_{domain}"]
+        return loss, terms

@@ -189,20 +189,16 @@ def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float])
 
 
 def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.Module, disc_a: nn.Module,
-                       disc_b: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor, mode: str, lam_c: float,
-                       lam_i: float, style_term: Callable | None = None,
+                       disc_b: nn.Module, real_a: torch.Tensor, real_b: torch.Tensor,
+                       objective: losses.CycleGANObjective,
                        ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """Back-propagate the generators' loss (adversarial + cycle + identity + style) into their grads.
 
     Two passes, one per direction: G_ab runs once on [real_a, real_b] (fake_b and B's identity in one
     batch; instance norm is per image, so batching is exact), then G_ba reconstructs A from fake_b, and
     that graph is back-propagated before the mirror pass for B->A->B builds its own. The gradients are
-    those of one backward of the summed loss (tested), with four generator calls instead of six and
-    only half the activations alive at once. Measured with tools/benchmark.py (bf16, batch 1), against
-    one backward of everything: ResNet-9 at 256 px, peak RSS 3069 -> 2488 MB (fp32: 3976 -> 2811 MB);
-    and against three passes (identity separate): unet_128 0.76 -> 0.54 s/iter at 128 px and
-    1.12 -> 0.95 at 256 px (its weights, not its FLOPs, set its cost, so fewer calls pay). One autocast
-    region around both passes (weights cast to bf16 once per step) measured no faster and was dropped.
+    those of one backward of the summed loss (tested), with four generator calls instead of six and only
+    half the activations alive at once (README "Speed" has the memory and time measured against both).
 
     Under DDP the first pass skips the all-reduce; the second uses both generators and all-reduces
     the summed gradients. ``disc_a``/``disc_b`` must be frozen and unwrapped (no DDP): they are only a
@@ -213,36 +209,68 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
     fakes: dict[str, torch.Tensor] = {}  # "ab": fake_b, "ba": fake_a
     loss_g = torch.zeros((), device=real_a.device)
     n = real_a.shape[0]
-    for part in ("a", "b"):
-        # One cycle, real -> fake (judged by the target domain's D) -> reconstruction, and the identity
-        # term of the same generator, batched with the fake (instance norm is per image, so this is exact).
-        direction, forward, back, disc, real, target_real = (
-            ("ab", gen_ab, gen_ba, disc_b, real_a, real_b) if part == "a"
-            else ("ba", gen_ba, gen_ab, disc_a, real_b, real_a))
+    for direction, forward, back, disc, real, target_real in (("ab", gen_ab, gen_ba, disc_b, real_a, real_b),
+                                                              ("ba", gen_ba, gen_ab, disc_a, real_b, real_a)):
         with contextlib.ExitStack() as sync:
-            if part == "a":
+            if direction == "ab":
                 sync.enter_context(accelerator.no_sync(gen_ab))
                 sync.enter_context(accelerator.no_sync(gen_ba))
             with accelerator.autocast():
-                out = forward(torch.cat([real, target_real]) if lam_i > 0 else real)
+                out = forward(torch.cat([real, target_real]) if objective.uses_identity else real)
                 fakes[direction] = fake = out[:n]
-                terms[f"gan_{direction}"] = losses.gan_generator_loss(mode, disc(fake))
-                terms[f"cycle_{part}"] = losses.l1(back(fake), real)
-                loss = terms[f"gan_{direction}"] + lam_c * terms[f"cycle_{part}"]
-                if lam_i > 0:
-                    other = "b" if part == "a" else "a"
-                    terms[f"idt_{other}"] = losses.l1(out[n:], target_real)
-                    loss = loss + lam_i * terms[f"idt_{other}"]
-                if style_term is not None:
-                    loss = loss + style_term(direction, fake, target_real, terms)
+                loss, part = objective.generator_terms(
+                    direction, real, fake_logits=disc(fake), rec=back(fake), fake=fake,
+                    identity=out[n:] if objective.uses_identity else None, target_real=target_real)
             accelerator.backward(loss)
+        terms.update(part)
         loss_g = loss_g + loss.detach()
     return loss_g, terms, fakes["ba"], fakes["ab"]
 
 
-def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict,
-           on_step: Callable[[int], None] | None) -> TrainResult:
-    t = cfg.train
+class RunState:
+    """What a checkpoint holds beyond accelerate's own state (networks, optimizers, schedulers, RNGs), packed
+    for a save and unpacked on resume in this one place: the EMA generators, the style targets and the best
+    validation score (identical on every process, saved once) and each process's image pools."""
+
+    def __init__(self, pools: dict[str, ImagePool], objective: losses.CycleGANObjective,
+                 ema: AveragedModel | None, validator: Validator | None):
+        self.pools, self.objective, self.ema, self.validator = pools, objective, ema, validator
+
+    def shared(self) -> dict:
+        state = {f"style_target_{d}": target.state_dict() for d, target in self.objective.targets.items()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.validator is not None:
+            state["validation_best"] = self.validator.best.state_dict()
+        return state
+
+    def per_rank(self) -> dict:
+        return {f"pool_{name}": pool.state_dict() for name, pool in self.pools.items()}
+
+    def restore(self, shared: dict, rank_state: dict | None, device: torch.device, folder: Path,
+                keep_validation_best: bool, is_main: bool) -> None:
+        if self.ema is not None:
+            self.ema.load_state_dict(shared["ema"])
+        for direction, target in self.objective.targets.items():
+            if f"style_target_{direction}" not in shared:  # a checkpoint older than the config it holds
+                raise ConfigError(f"cannot resume {folder}: it holds no {direction} style target (it was saved "
+                                  "with another loss.style_target, or with the style loss off); use its settings "
+                                  "or another train.run_dir")
+            target.load_state_dict(shared[f"style_target_{direction}"])
+        if self.validator is not None and "validation_best" in shared:
+            if keep_validation_best:
+                self.validator.best.load_state_dict(shared["validation_best"])
+            elif is_main:
+                print("cyclestyle: the validation subset or metric changed: the best score starts afresh")
+        if rank_state is not None:
+            for name, pool in self.pools.items():
+                pool.load_state_dict(rank_state[f"pool_{name}"], device)
+        elif is_main:
+            print(f"warning: {folder} was written by fewer processes; image pools of new ranks start empty")
+
+
+def make_accelerator(t) -> tuple[Accelerator, str]:
+    """The Accelerator of a run and its resolved precision; seeds every process alike (identical weights)."""
     if t.compile:
         # Where inductor cannot build (no C compiler, unsupported op), run that code eagerly instead of failing.
         torch._dynamo.config.suppress_errors = True
@@ -250,32 +278,66 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=t.grad_accum,
                               cpu=t.cpu, step_scheduler_with_optimizer=False,
                               dynamo_backend="inductor" if t.compile else "no")
-    device, is_main = accelerator.device, accelerator.is_main_process
-    if device.type == "cuda" and not t.deterministic:
+    if accelerator.device.type == "cuda" and not t.deterministic:
         # Every step sees the same crop size, so cuDNN's one-time autotuning per conv shape pays back; the
         # kernels it picks may differ between runs, so a resumed GPU run is exact only with train.deterministic.
         torch.backends.cudnn.benchmark = True
     if t.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic GEMMs
-    set_seed(t.seed, deterministic=t.deterministic)  # same on every rank: identical initial weights
-    run_dir = Path(t.run_dir)
+    set_seed(t.seed, deterministic=t.deterministic)
+    return accelerator, precision
 
-    # --- Run folder: refuse collisions before anything expensive happens ---
+
+def prepare_run_folder(accelerator: Accelerator, cfg: Config, resume: str | None) -> tuple[Path | None, list[str]]:
+    """Resolve ``resume``, apply the resume policy (refused changes raise here, before anything expensive),
+    then write the config in force and log the changes. Returns (checkpoint to resume from, changes)."""
+    run_dir = Path(cfg.train.run_dir)
     resume_from = checkpoint.resolve_resume(run_dir, resume)
-    resume_step, changes = resume_policy.check(run_dir, cfg, resume_from)  # refused changes raise here
+    resume_step, changes = resume_policy.check(run_dir, cfg, resume_from)
     accelerator.wait_for_everyone()  # every rank has read the saved config before rank 0 rewrites it
-    if is_main:
+    if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         config_lib.save(cfg, run_dir / "config.yaml")  # the config in force now; the changes go to a log
         resume_policy.record(run_dir, resume_step, changes)
         if changes:
             print(f"cyclestyle: resuming at step {resume_step} with a changed config (logged in "
                   f"{run_dir / resume_policy.CHANGES_LOG}):\n  " + "\n  ".join(changes), flush=True)
+    return resume_from, changes
 
-    # --- Style loss network: fails here, before training starts, if the VGG weights are missing ---
-    use_style = {"ab": cfg.loss.style_ab > 0, "ba": cfg.loss.style_ba > 0}
-    vgg = VGGFeatures(cfg.loss.vgg_weights).to(device) if any(use_style.values()) else None
-    # --- Validation: the held-out subset and the FID Inception (missing weights fail here too) ---
+
+def build_objective(cfg: Config, accelerator: Accelerator) -> losses.CycleGANObjective:
+    """The objective, with the VGG features when a style loss is on (missing weights fail here, before training
+    starts) and the reference painting's Gram as the A->B target when ``loss.style_reference`` is set."""
+    use_style = cfg.loss.style_ab > 0 or cfg.loss.style_ba > 0
+    vgg = VGGFeatures(cfg.loss.vgg_weights) if use_style else None
+    objective = losses.CycleGANObjective(cfg.loss, vgg, reduce_mean=lambda xs: accelerator.reduce(xs, "mean"))
+    objective.to(accelerator.device)
+    if objective.fixed_reference:
+        crop = build_transform(cfg.data.crop_size, cfg.data.crop_size, "shorter_side", flip=False, train=False)
+        painting = crop(image=np.asarray(load_image(cfg.loss.style_reference)))["image"]
+        objective.set_reference(painting.to(accelerator.device))
+    return objective
+
+
+def apply_optimizer_settings(t, step: int, *pairs) -> None:
+    """Set lr, betas and the schedule's base from the config in every (optimizer, scheduler) pair: a resumed
+    run's saved optimizers hold the old values (the resume policy lets these keys change)."""
+    for opt, sched in pairs:
+        sched.scheduler.base_lrs = [t.lr] * len(opt.param_groups)
+        for group in opt.param_groups:
+            group.update(lr=t.lr * lr_factor(step, t.steps, t.decay_steps), initial_lr=t.lr, betas=(t.beta1, t.beta2))
+
+
+def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict,
+           on_step: Callable[[int], None] | None) -> TrainResult:
+    t, run_dir = cfg.train, Path(cfg.train.run_dir)
+    accelerator, precision = make_accelerator(t)
+    device, is_main = accelerator.device, accelerator.is_main_process
+
+    # --- Run folder: refuse collisions and frozen-key changes before anything expensive happens ---
+    resume_from, changes = prepare_run_folder(accelerator, cfg, resume)
+    # --- Objective and validation: missing VGG / Inception weights fail here, before the first step ---
+    objective = build_objective(cfg, accelerator)
     validator = Validator(cfg, accelerator) if cfg.validation.every else None
 
     # --- Data ---
@@ -285,9 +347,8 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     # --- Networks, optimizers, schedules ---
     gen_ab, gen_ba = nets.build_generator(cfg.model), nets.build_generator(cfg.model)
     disc_a, disc_b = nets.build_discriminator(cfg.model), nets.build_discriminator(cfg.model)
-    betas = (t.beta1, t.beta2)
-    opt_g = make_adam(list(itertools.chain(gen_ab.parameters(), gen_ba.parameters())), t.lr, betas)
-    opt_d = make_adam(list(itertools.chain(disc_a.parameters(), disc_b.parameters())), t.lr, betas)
+    opt_g = make_adam(list(itertools.chain(gen_ab.parameters(), gen_ba.parameters())), t.lr, (t.beta1, t.beta2))
+    opt_d = make_adam(list(itertools.chain(disc_a.parameters(), disc_b.parameters())), t.lr, (t.beta1, t.beta2))
     schedule = lambda step: lr_factor(step, t.steps, t.decay_steps)  # noqa: E731
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, schedule)
     sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, schedule)
@@ -301,87 +362,23 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     plain_disc_b = accelerator.unwrap_model(disc_b, keep_torch_compile=False)
     ema_fn = WarmupEMA(t.ema_decay)
     ema = AveragedModel(generators, multi_avg_fn=ema_fn, use_buffers=True) if t.ema else None
-
-    # Style targets kept as state (saved, restored): the running mean Gram of the target domain's real images
-    # (style_target=mean) or one painting's Gram (style_reference, A->B). style_target=batch keeps none.
-    fixed_reference = cfg.loss.style_reference is not None and use_style["ab"]
-    targets = {}
-    for direction in ("ab", "ba"):
-        if use_style[direction] and (cfg.loss.style_target == "mean" or (direction == "ab" and fixed_reference)):
-            targets[direction] = losses.GramTarget(vgg.channels).to(device)
-    if fixed_reference:
-        crop = build_transform(cfg.data.crop_size, cfg.data.crop_size, "shorter_side", flip=False, train=False)
-        reference = crop(image=np.asarray(load_image(cfg.loss.style_reference)))["image"]
-        with torch.no_grad():
-            targets["ab"].update(vgg.grams(reference[None].to(device)))
-
+    sample_generators = ema.module if ema is not None else generators  # what images, exports and validation use
     rank_seed = t.seed * 1000 + accelerator.process_index  # pools differ per rank, like their data
     pools = {"a": ImagePool(t.pool_size, rank_seed), "b": ImagePool(t.pool_size, rank_seed + 500)}
+    state = RunState(pools, objective, ema, validator)
 
     # --- Resume ---
     step = 0
     if resume_from is not None:
         trainer_state, shared, rank_state = checkpoint.load_checkpoint(accelerator, resume_from)
         step = trainer_state["step"]
-        if ema is not None:
-            ema.load_state_dict(shared["ema"])
-        for direction, target in targets.items():
-            if f"style_target_{direction}" not in shared:  # a checkpoint older than the config it holds
-                raise ConfigError(f"cannot resume {resume_from}: it holds no {direction} style target (it was saved "
-                                  "with another loss.style_target, or with the style loss off); use its settings "
-                                  f"({run_dir / 'config.yaml'}) or another train.run_dir")
-            target.load_state_dict(shared[f"style_target_{direction}"])
-        if validator is not None and "validation_best" in shared:
-            if resume_policy.resets_validation_best(changes):
-                print("cyclestyle: the validation subset or metric changed: the best score starts afresh")
-            else:
-                validator.best.load_state_dict(shared["validation_best"])
-        # Keys that may change on resume take effect now: the saved optimizers hold the old lr and betas.
-        for opt, sched in ((opt_g, sched_g), (opt_d, sched_d)):
-            sched.scheduler.base_lrs = [t.lr] * len(opt.param_groups)
-            for group in opt.param_groups:
-                group.update(lr=t.lr * schedule(step), initial_lr=t.lr, betas=betas)
-        if rank_state is not None:
-            for name, pool in pools.items():
-                pool.load_state_dict(rank_state[f"pool_{name}"], device)
-        elif is_main:
-            print(f"warning: {resume_from} was written by fewer processes; image pools of new ranks start empty")
+        state.restore(shared, rank_state, device, resume_from, not resume_policy.resets_validation_best(changes),
+                      is_main)
+        apply_optimizer_settings(t, step, (opt_g, sched_g), (opt_d, sched_d))
     end = min(t.steps, stop_at_step) if stop_at_step else t.steps
-
-    def save(step: int) -> tuple[Path, Path | None]:
-        shared = {f"style_target_{d}": target.state_dict() for d, target in targets.items()}
-        if ema is not None:
-            shared["ema"] = ema.state_dict()
-        if validator is not None:
-            shared["validation_best"] = validator.best.state_dict()
-        rank_state = {f"pool_{name}": pool.state_dict() for name, pool in pools.items()}
-        trainer_state = {"num_processes": accelerator.num_processes, "config": config_lib.to_dict(cfg)}
-        folder = checkpoint.save_checkpoint(accelerator, run_dir, step, shared, rank_state, trainer_state,
-                                            t.keep_checkpoints)
-        export = None
-        if is_main:
-            export = checkpoint.export_generators(run_dir / "generators" / "last.safetensors",
-                                                  dict(sample_generators().items()), config_lib.to_dict(cfg)["model"],
-                                                  step, ema=ema is not None)
-        return folder, export
-
-    def sample_generators() -> nn.ModuleDict:
-        return ema.module if ema is not None else generators
-
-    writer = None
+    writer = _open_writer(run_dir, step) if is_main else None
     if is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
-        n_params = sum(p.numel() for p in generators.parameters()) / 1e6
-        print(f"cyclestyle: run folder {run_dir.resolve()}\n"
-              f"  data: {len(loader.dataset.files_a)} images in A ({cfg.data.root_a}), "
-              f"{len(loader.dataset.files_b)} in B ({cfg.data.root_b}), {cfg.data.crop_size} px crops\n"
-              f"  model: 2x {cfg.model.generator} ({n_params / 2:.2f} M params each), 2x {cfg.model.discriminator} D\n"
-              f"  device: {device} x {accelerator.num_processes} process(es), mixed precision {precision}, "
-              f"batch {t.batch_size} x {t.grad_accum} accum x {accelerator.num_processes}\n"
-              f"  steps: {step} -> {end} of {t.steps}" + (f" (resumed from {resume_from})" if resume_from else "")
-              + f"\n  tensorboard --logdir {run_dir / 'tb'}", flush=True)
+        _print_plan(cfg, loader, generators, accelerator, precision, step, end, resume_from)
 
     # --- Training loop ---
     from tqdm.auto import tqdm
@@ -389,67 +386,34 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     loader.sampler.start_batch = step * t.grad_accum  # the stream is position-addressed: exact resume
     batches = iter(loader)
     progress = tqdm(total=end, initial=step, disable=not is_main, dynamic_ncols=True, unit="it")
-    lam_c, lam_i = cfg.loss.lambda_cycle, cfg.loss.lambda_identity * cfg.loss.lambda_cycle
-    mode = cfg.loss.gan_mode
     logged: dict[str, float] = {}
     folder = export = None
     preempted = False
-
-    def style_term(direction: str, fake: torch.Tensor, real: torch.Tensor, terms: dict) -> torch.Tensor:
-        """Weighted scale-free Gram style loss of ``fake`` (0 when off) against the direction's target, ``real``
-        being the target domain's images of this step. Unweighted total and per-layer values go into ``terms``."""
-        if not use_style[direction]:
-            return torch.zeros((), device=device)
-        with torch.no_grad():
-            real_grams = None if direction == "ab" and fixed_reference else vgg.grams(real)
-        if direction in targets:
-            if real_grams is not None:
-                # every rank folds in the same all-process mean, so the targets stay identical
-                batch_mean = [g.mean(0) for g in real_grams]
-                targets[direction].update(accelerator.reduce(batch_mean, reduction="mean"))
-            target_grams = targets[direction].grams
-        else:
-            # style_target=batch: fake i against real i. The unpaired stream draws them independently, so
-            # pairing by position is already a random pairing (a roll would add nothing), and a batch of N
-            # stays equal to N accumulated micro-batches of 1. Per rank: nothing to reduce.
-            target_grams = real_grams
-        total, per_layer = losses.style_loss(vgg.grams(fake), target_grams)
-        terms[f"style_{direction}"] = total
-        for name, value in zip(vgg.layers, per_layer):
-            terms[f"style_{direction}/{name}"] = value.detach()
-        return getattr(cfg.loss, f"style_{direction}") * total
-
     nonfinite = torch.zeros((), device=device)  # consecutive steps with a non-finite loss, kept on device
     while step < end:
         batch = next(batches)
         real_a = batch["a"].to(device, non_blocking=True)
         real_b = batch["b"].to(device, non_blocking=True)
         with accelerator.accumulate(gen_ab, gen_ba, disc_a, disc_b):
+            with accelerator.autocast():
+                objective.update_style_targets({"ab": real_b, "ba": real_a})
             # Generator step: D frozen (under accumulate, its no-op zero_grad would let G's grads leak into D).
             plain_disc_a.requires_grad_(False)
             plain_disc_b.requires_grad_(False)
             loss_g, terms, fake_a, fake_b = generator_backward(
-                accelerator, gen_ab, gen_ba, plain_disc_a, plain_disc_b, real_a, real_b, mode, lam_c, lam_i,
-                style_term)
+                accelerator, gen_ab, gen_ba, plain_disc_a, plain_disc_b, real_a, real_b, objective)
             opt_g.step()
             opt_g.zero_grad(set_to_none=True)
 
-            # Discriminator step on detached fakes from the history pool; real and fake in one batch
-            # (instance norm is per-sample, so this equals two calls and runs one DDP forward).
+            # Discriminator step on detached fakes from the history pool.
             plain_disc_a.requires_grad_(True)
             plain_disc_b.requires_grad_(True)
-            pool_a, pool_b = pools["a"].query(fake_a), pools["b"].query(fake_b)
             with accelerator.autocast():
-                logits_a = disc_a(torch.cat([real_a, pool_a.to(real_a.dtype)]))
-                logits_b = disc_b(torch.cat([real_b, pool_b.to(real_b.dtype)]))
-                n = real_a.shape[0]
-                terms["disc_a"] = losses.gan_discriminator_loss(mode, logits_a[:n], logits_a[n:])
-                terms["disc_b"] = losses.gan_discriminator_loss(mode, logits_b[:n], logits_b[n:])
-                loss_d = terms["disc_a"] + terms["disc_b"]
-                if cfg.loss.r1_gamma > 0:
-                    terms["r1_a"] = losses.r1_penalty(disc_a, real_a)
-                    terms["r1_b"] = losses.r1_penalty(disc_b, real_b)
-                    loss_d = loss_d + cfg.loss.r1_gamma * (terms["r1_a"] + terms["r1_b"])
+                loss_da, terms_a = objective.discriminator_terms("a", disc_a, real_a, pools["a"].query(fake_a))
+                loss_db, terms_b = objective.discriminator_terms("b", disc_b, real_b, pools["b"].query(fake_b))
+                loss_d = loss_da + loss_db
+            terms.update(terms_a)
+            terms.update(terms_b)
             accelerator.backward(loss_d)
             opt_d.step()
             opt_d.zero_grad(set_to_none=True)
@@ -468,45 +432,24 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         finite = torch.isfinite(loss_g.detach()) & torch.isfinite(loss_d.detach())
         nonfinite = torch.where(finite, torch.zeros_like(nonfinite), nonfinite + 1)
 
-        # --- Every N steps: scalars, images, checkpoints ---
-        checkpoint_due = step % t.checkpoint_every == 0 or step == end
-        if step % t.log_every == 0 or checkpoint_due:
-            # The only host syncs, every log_every steps: a NaN is caught at most log_every steps late,
-            # and never written over a good checkpoint.
-            bad_steps = check_finite(accelerator, nonfinite, precision, step, run_dir)
-            if bad_steps and checkpoint_due:
-                checkpoint_due = False  # fp16 is skipping steps right now: save at the next good one
-        if step % t.log_every == 0 or step == end:
-            terms["gen_total"], terms["disc_total"] = loss_g, loss_d
-            logged = {k: float(v.detach()) for k, v in terms.items()}
-            if writer is not None:
-                for name, value in logged.items():
-                    writer.add_scalar(f"loss/{name}", value, step)
-                writer.add_scalar("lr/gen", opt_g.param_groups[0]["lr"], step)
-                writer.add_scalar("lr/disc", opt_d.param_groups[0]["lr"], step)
-                writer.add_scalar("speed/it_per_s", progress.format_dict.get("rate") or 0.0, step)
-            progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
-        if writer is not None and (step % t.image_every == 0 or step == end):
-            _log_images(writer, sample_generators(), real_a, real_b, step, accelerator)
-        if validator is not None and (step % cfg.validation.every == 0 or step == t.steps):
-            scores = validator(sample_generators(), step)  # every rank: the features are gathered
-            if scores is not None:
-                _record_validation(scores, step, writer, progress)
-                if scores["improved"]:
-                    checkpoint.export_generators(
-                        run_dir / "generators" / "best.safetensors", dict(sample_generators().items()),
-                        config_lib.to_dict(cfg)["model"], step, ema=ema is not None,
-                        extra={"validation": {"metric": cfg.validation.metric,
-                                              **{k: v for k, v in scores.items() if k != "improved"}}})
-        if checkpoint_due:
-            folder, export = save(step)
-        # All ranks must agree to stop, or the ones that go on would wait forever in their next collective.
-        requested = stop["requested"]
-        if accelerator.num_processes > 1:
-            requested = bool(accelerator.reduce(torch.tensor(float(requested), device=device), "sum") > 0)
-        if requested and step < end:
-            if not checkpoint_due:
-                folder, export = save(step)
+        # --- Maintenance gate: finite check, scalars, images, validation, checkpoint, stop vote ---
+        due = _due(step, end, t, cfg.validation.every)
+        if due["log"] or due["checkpoint"]:
+            # The only host syncs: a NaN is caught at most log_every steps late, never written over a good checkpoint.
+            if check_finite(accelerator, nonfinite, precision, step, run_dir):
+                due["checkpoint"] = False  # fp16 is skipping steps right now: save at the next good one
+        if due["log"]:
+            logged = _log_scalars(writer, progress, {**terms, "gen_total": loss_g, "disc_total": loss_d}, step,
+                                  opt_g, opt_d)
+        if due["images"] and writer is not None:
+            _log_images(writer, sample_generators, real_a, real_b, step, accelerator)
+        if due["validate"] and validator is not None:
+            _validate(validator, sample_generators, step, writer, progress, cfg, ema is not None)
+        if due["checkpoint"]:
+            folder, export = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
+        if _stop_requested(accelerator, stop) and step < end:
+            if not due["checkpoint"]:
+                folder, export = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
             preempted = True
             if is_main:
                 print(f"\ncyclestyle: stopped at step {step} with a checkpoint; continue with --resume latest",
@@ -524,9 +467,88 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
             print(f"cyclestyle: {run_dir} is already at step {step} of {t.steps}; nothing to train")
     accelerator.wait_for_everyone()
     return TrainResult(step=step, run_dir=run_dir, num_processes=accelerator.num_processes,
-                       generators=dict(sample_generators().items()),
+                       generators=dict(sample_generators.items()),
                        discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
                        losses=logged, checkpoint=folder, export=export, preempted=preempted)
+
+
+def _due(step: int, end: int, t, validate_every: int) -> dict[str, bool]:
+    """What the maintenance gate does after optimizer step ``step`` (``end``: where this process stops)."""
+    return {"log": step % t.log_every == 0 or step == end,
+            "images": step % t.image_every == 0 or step == end,
+            "validate": bool(validate_every) and (step % validate_every == 0 or step == t.steps),
+            "checkpoint": step % t.checkpoint_every == 0 or step == end}
+
+
+def _stop_requested(accelerator: Accelerator, stop: dict) -> bool:
+    """SIGTERM/SIGINT on any process: all must agree to stop, or the ones that go on would wait forever in
+    their next collective."""
+    requested = stop["requested"]
+    if accelerator.num_processes > 1:
+        requested = bool(accelerator.reduce(torch.tensor(float(requested), device=accelerator.device), "sum") > 0)
+    return requested
+
+
+def _save(accelerator: Accelerator, cfg: Config, step: int, state: RunState, generators: nn.ModuleDict,
+          ema: bool) -> tuple[Path, Path | None]:
+    """A full checkpoint (all processes) and, on the main process, ``generators/last.safetensors``."""
+    run_dir = Path(cfg.train.run_dir)
+    trainer_state = {"num_processes": accelerator.num_processes, "config": config_lib.to_dict(cfg)}
+    folder = checkpoint.save_checkpoint(accelerator, run_dir, step, state.shared(), state.per_rank(), trainer_state,
+                                        cfg.train.keep_checkpoints)
+    export = None
+    if accelerator.is_main_process:
+        export = checkpoint.export_generators(run_dir / "generators" / "last.safetensors", dict(generators.items()),
+                                              config_lib.to_dict(cfg)["model"], step, ema=ema)
+    return folder, export
+
+
+def _open_writer(run_dir: Path, step: int):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(run_dir / "tb"), purge_step=step + 1 if step else None)
+
+
+def _print_plan(cfg: Config, loader, generators: nn.ModuleDict, accelerator: Accelerator, precision: str,
+                step: int, end: int, resume_from: Path | None) -> None:
+    t = cfg.train
+    n_params = sum(p.numel() for p in generators.parameters()) / 1e6
+    print(f"cyclestyle: run folder {Path(t.run_dir).resolve()}\n"
+          f"  data: {len(loader.dataset.files_a)} images in A ({cfg.data.root_a}), "
+          f"{len(loader.dataset.files_b)} in B ({cfg.data.root_b}), {cfg.data.crop_size} px crops\n"
+          f"  model: 2x {cfg.model.generator} ({n_params / 2:.2f} M params each), 2x {cfg.model.discriminator} D\n"
+          f"  device: {accelerator.device} x {accelerator.num_processes} process(es), mixed precision {precision}, "
+          f"batch {t.batch_size} x {t.grad_accum} accum x {accelerator.num_processes}\n"
+          f"  steps: {step} -> {end} of {t.steps}" + (f" (resumed from {resume_from})" if resume_from else "")
+          + f"\n  tensorboard --logdir {Path(t.run_dir) / 'tb'}", flush=True)
+
+
+def _log_scalars(writer, progress, terms: dict[str, torch.Tensor], step: int, opt_g, opt_d) -> dict[str, float]:
+    logged = {k: float(v.detach()) for k, v in terms.items()}
+    if writer is not None:
+        for name, value in logged.items():
+            writer.add_scalar(f"loss/{name}", value, step)
+        writer.add_scalar("lr/gen", opt_g.param_groups[0]["lr"], step)
+        writer.add_scalar("lr/disc", opt_d.param_groups[0]["lr"], step)
+        writer.add_scalar("speed/it_per_s", progress.format_dict.get("rate") or 0.0, step)
+    progress.set_postfix({k: f"{logged[k]:.3f}" for k in ("gan_ab", "cycle_a", "disc_b") if k in logged})
+    return logged
+
+
+def _validate(validator: Validator, generators: nn.ModuleDict, step: int, writer, progress, cfg: Config,
+              ema: bool) -> None:
+    """FID/KID of the validation subset (every process: the features are gathered); on the main process, log
+    the scores and export ``generators/best.safetensors`` when they improved."""
+    scores = validator(generators, step)
+    if scores is None:
+        return
+    _record_validation(scores, step, writer, progress)
+    if scores["improved"]:
+        checkpoint.export_generators(
+            Path(cfg.train.run_dir) / "generators" / "best.safetensors", dict(generators.items()),
+            config_lib.to_dict(cfg)["model"], step, ema=ema,
+            extra={"validation": {"metric": cfg.validation.metric,
+                                  **{k: v for k, v in scores.items() if k != "improved"}}})
 
 
 def check_finite(accelerator: Accelerator, nonfinite: torch.Tensor, precision: str, step: int, run_dir: Path) -> int:

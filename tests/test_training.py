@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cyclestyle import checkpoint, nets
-from cyclestyle.config import ConfigError, ModelConfig
+from cyclestyle.config import LossConfig, ModelConfig
 from cyclestyle.training import ImagePool, lr_factor, train
 from tests.conftest import cpu_flags_say_native_bf16, tiny_overrides
 
@@ -136,7 +136,7 @@ def test_style_terms_per_layer_logged_batch_target_pairs_fake_i_with_real_i_refe
     captured = {}
 
     def spy(*args, **kwargs):
-        captured["style_term"] = args[-1]
+        captured["objective"] = args[-1]
         return generator_backward(*args, **kwargs)
 
     generator_backward = training.generator_backward
@@ -155,15 +155,14 @@ def test_style_terms_per_layer_logged_batch_target_pairs_fake_i_with_real_i_refe
     shared = torch.load(result.checkpoint / "shared_state.pt", weights_only=True)
     assert "style_target_ab" in shared and "style_target_ba" not in shared  # batch keeps no state
 
-    style_term = captured["style_term"]
+    objective = captured["objective"]
     torch.manual_seed(0)
     real, other = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         values = {}
         for case, fake, target in (("same", real, real), ("swapped", real.flip(0), real), ("other", real, other)):
             for d in ("ab", "ba"):
-                terms = {}
-                style_term(d, fake, target, terms)
+                _, terms = objective.style_terms(d, fake, target)
                 values[d, case] = terms[f"style_{d}"].item()
     assert values["ba", "same"] == 0 and values["ba", "swapped"] > 0  # each fake against its own real image
     assert values["ab", "same"] == values["ab", "other"] > 0  # the painting's Gram, whatever the batch
@@ -205,8 +204,8 @@ def test_generator_loss_back_propagated_in_parts_equals_one_backward_of_the_sum(
     a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     gen_params = list(itertools.chain(gab.parameters(), gba.parameters()))
 
-    loss, terms, fake_a, fake_b = generator_backward(Accelerator(cpu=True), gab, gba, da, db, a, b, "lsgan",
-                                                     lam_c=10.0, lam_i=2.5)
+    objective = losses.CycleGANObjective(LossConfig(gan_mode="lsgan", lambda_cycle=10.0, lambda_identity=0.25))
+    loss, terms, fake_a, fake_b = generator_backward(Accelerator(cpu=True), gab, gba, da, db, a, b, objective)
     split = [p.grad.clone() for p in gen_params]
     assert sorted(terms) == ["cycle_a", "cycle_b", "gan_ab", "gan_ba", "idt_a", "idt_b"]
     assert all(p.grad is None for p in itertools.chain(da.parameters(), db.parameters()))
