@@ -76,7 +76,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16 (auto: bf16 where the hardware has it)
     cpu: bool = False  # force CPU even when a GPU is present
     compile: bool = False  # torch.compile the networks (slow first step; falls back to eager on errors)
-    deterministic: bool = False  # GPU: deterministic kernels, no cuDNN autotuning (slower; exact resume). CPU: always exact
+    deterministic: bool = False  # GPU: deterministic kernels, no cuDNN autotuning (slower, exact resume); CPU is exact
     ema: bool = False  # keep an exponential moving average of generator weights
     ema_decay: float = 0.999  # per step, warmed up: min(ema_decay, (1 + step) / (10 + step))
     seed: int = 0
@@ -94,7 +94,8 @@ class ValidationConfig:
     num_images: int = 50  # the first N images (sorted paths) of each folder: the same subset every time
     direction: str = "a2b"  # a2b | b2a | both: which translations are scored
     metric: str = "fid"  # fid | kid: what `best` is chosen by (lower is better; mean over the directions)
-    inception_weights: Optional[str] = None  # FID Inception weights file (null: $CYCLESTYLE_INCEPTION_WEIGHTS or torch hub cache)
+    # FID Inception weights file (null: $CYCLESTYLE_INCEPTION_WEIGHTS or torch hub cache)
+    inception_weights: Optional[str] = None
     batch_size: int = 8  # images per generator / Inception forward
 
 

@@ -86,7 +86,7 @@ def kuwahara(image: np.ndarray, radius: int) -> np.ndarray:
     means, variances = [], []
     for anchor in ((0, 0), (radius, 0), (0, radius), (radius, radius)):
         # the window of pixel p is [p - anchor, p - anchor + k): one corner window per anchor
-        box = lambda x: cv2.boxFilter(x, -1, (k, k), anchor=anchor, borderType=cv2.BORDER_REFLECT)  # noqa: E731
+        box = lambda x, anchor=anchor: cv2.boxFilter(x, -1, (k, k), anchor=anchor, borderType=cv2.BORDER_REFLECT)  # noqa: E731
         mean_lum = box(lum)
         variances.append(box(lum * lum) - mean_lum * mean_lum)
         means.append(box(image))

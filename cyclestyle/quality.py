@@ -51,7 +51,6 @@ import os
 import platform
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -424,7 +423,8 @@ def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path |
                                  fid_cache, device)
     mean_step, median_step = timer.seconds_per_step()
     return {
-        "name": name, "painter": manifest.get("painter", "colour"), "overrides": list(overrides), "config": str(config) if config else None,
+        "name": name, "painter": manifest.get("painter", "colour"), "overrides": list(overrides),
+        "config": str(config) if config else None,
         "config_diff_vs_base": config_diff(cfg), "seed": seed, "steps": result.step, "steps_requested": steps,
         "stopped_by_time": timer.stopped_by_time, "minutes": minutes,
         "mixed_precision": resolve_precision(cfg.train.mixed_precision, cfg.train.cpu),
@@ -458,7 +458,8 @@ def format_run(report: dict) -> str:
              + f", {report['train_seconds']:.0f} s training"
              + (f", {report['seconds_per_step']:.3f} s/step" if report["seconds_per_step"] else "")
              + f", mixed precision {report['mixed_precision']}",
-             f"  test set: {m['n']} held-out photos, {report['benchmark']['size']} px, truth = {report['benchmark']['filter']}",
+             f"  test set: {m['n']} held-out photos, {report['benchmark']['size']} px, "
+             f"truth = {report['benchmark']['filter']}",
              f"  PSNR  model {m['psnr']:6.2f} dB   identity {i['psnr']:6.2f} dB   delta {report['delta_psnr']:+.2f} dB",
              f"  SSIM  model {m['ssim']:6.4f}      identity {i['ssim']:6.4f}      delta {report['delta_ssim']:+.4f}",
              f"  grid  model {m['grid_db']:+6.2f} dB   (energy at 8-px-periodic frequencies vs the truth's)"]
@@ -509,7 +510,8 @@ def _painter_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]])
                _mean_std([r["model"].get("grid_db") for r in rs], 2, signed=True),
                _mean_std([r["seconds_per_step_median"] for r in rs], 3)]
         if with_fid:
-            row += [_mean_std([r["fid"].get("fid") for r in rs], 1), _mean_std([r["fid"].get("kid_mean") for r in rs], 4)]
+            row += [_mean_std([r["fid"].get("fid") for r in rs], 1),
+                    _mean_std([r["fid"].get("kid_mean") for r in rs], 4)]
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -556,7 +558,8 @@ def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -
         rows.append([name, overrides, *[f"{row['per_painter'][p]:+.2f}" if p in row["per_painter"] else "n/a"
                                         for p in painters_seen],
                      mean, f"{row['ssim']:.4f}", f"{row['grid_db']:+.2f}"])
-    parts = ([f"every recipe: {' '.join(shared)}"] if shared else []) + ["\n".join("| " + " | ".join(r) + " |" for r in rows)]
+    parts = [f"every recipe: {' '.join(shared)}"] if shared else []
+    parts.append("\n".join("| " + " | ".join(r) + " |" for r in rows))
     for painter in painters_seen:
         per = {name: [r for r in rs if r.get("painter", "colour") == painter] for name, rs in groups.items()}
         parts.append(f"painter {painter}:\n\n" + _painter_table(per, recipes))

@@ -99,8 +99,8 @@ def check(run_dir: Path, cfg: Config, resume_from: Path | None) -> tuple[int, li
     refused, applied = compare(saved, cfg)
     if refused:
         raise ConfigError(f"cannot resume {resume_from}: the config changes keys that a resume cannot change:\n  "
-                          + "\n  ".join(refused) + f"\nkeep the checkpoint's values (in {run_dir / 'config.yaml'}) or start a new run in "
-                          "another train.run_dir")
+                          + "\n  ".join(refused) + f"\nkeep the checkpoint's values (in {run_dir / 'config.yaml'}) "
+                          "or start a new run in another train.run_dir")
     return step, applied
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from cyclestyle.config import Config, ConfigError, load_config, to_yaml
 from cyclestyle.cli import main
+from cyclestyle.config import Config, ConfigError, load_config, to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOTS = ["data.root_a=x", "data.root_b=y"]

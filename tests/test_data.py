@@ -7,8 +7,16 @@ import torch
 from PIL import Image
 
 from cyclestyle.config import Config, DataConfig
-from cyclestyle.data import (DataError, ImageReadError, UnpairedDataset, UnpairedStream, build_loader,
-                             build_transform, load_image, scan_folder)
+from cyclestyle.data import (
+    DataError,
+    ImageReadError,
+    UnpairedDataset,
+    UnpairedStream,
+    build_loader,
+    build_transform,
+    load_image,
+    scan_folder,
+)
 from cyclestyle.validation import load_subset
 from tests.conftest import write_images
 

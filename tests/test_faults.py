@@ -130,8 +130,8 @@ def test_hostile_corpus_in_training_data(hostile_corpus):
 
 
 def test_hostile_corpus_in_translate(hostile_corpus, tmp_path):
-    from tests.test_translate import make_export
     from cyclestyle.translate import Translator
+    from tests.test_translate import make_export
 
     root, good, header_bad, decode_bad = hostile_corpus
     path, _ = make_export(tmp_path / "g.safetensors")
@@ -167,7 +167,8 @@ def test_sigterm_to_one_ddp_rank_stops_all_ranks_with_one_checkpoint(folders, tm
     while not (run / "tb").is_dir() and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(1.5)
-    workers = [p for p in psutil.Process(launcher.pid).children(recursive=True) if "cyclestyle" in " ".join(p.cmdline())]
+    children = psutil.Process(launcher.pid).children(recursive=True)
+    workers = [p for p in children if "cyclestyle" in " ".join(p.cmdline())]
     assert len(workers) == 2
     rank1 = next(p for p in workers if p.environ().get("RANK") == "1")
     rank1.send_signal(signal.SIGTERM)

@@ -103,7 +103,8 @@ def test_build_is_reproducible_and_reuse_checks_parameters(bench, tmp_path):
     again = quality.build_benchmark(tmp_path / "b", size=128, seed=0, n_train=120, n_test=16)
     assert again["images"] == manifest["images"]
     name = _names(out / "trainB")[3]
-    np.testing.assert_array_equal(quality.read_rgb(out / "trainB" / name), quality.read_rgb(tmp_path / "b" / "trainB" / name))
+    np.testing.assert_array_equal(quality.read_rgb(out / "trainB" / name),
+                                  quality.read_rgb(tmp_path / "b" / "trainB" / name))
     assert quality.load_or_build(out, 128, 0, 120, 16, reuse=True)["images"] == manifest["images"]
     with pytest.raises(quality.QualityError, match=r"size=128 \(asked 64\)"):
         quality.load_or_build(out, 64, 0, 120, 16, reuse=True)
@@ -169,7 +170,8 @@ def test_recipe_parsing_and_table():
     assert lines[3].startswith("| b | x=1 | failed |")
     lines = detail.splitlines()
     assert lines[0].startswith("| recipe |") and "identity" in lines[2]
-    assert lines[3].startswith("| a | (none) | 0 1 | 10 | 21.00 ± 1.41 | 0.5000 ± 0.0000 | +4.00 ± 1.41 | +1.00 ± 0.00 |")
+    assert lines[3].startswith(
+        "| a | (none) | 0 1 | 10 | 21.00 ± 1.41 | 0.5000 ± 0.0000 | +4.00 ± 1.41 | +1.00 ± 0.00 |")
     assert "failed" in lines[4]
 
 
@@ -238,7 +240,8 @@ def test_every_painter_gets_the_same_photos(tmp_path):
     name = _names(tmp_path / "ink" / "testA")[0]
     photo = quality.read_rgb(tmp_path / "colour" / "testA" / name)
     np.testing.assert_array_equal(photo, quality.read_rgb(tmp_path / "ink" / "testA" / name))
-    np.testing.assert_array_equal(quality.paint(photo, "ink"), quality.read_rgb(tmp_path / "ink" / "testA_painted" / name))
+    np.testing.assert_array_equal(quality.paint(photo, "ink"),
+                                  quality.read_rgb(tmp_path / "ink" / "testA_painted" / name))
     with pytest.raises(quality.QualityError, match=r"painter='ink' \(asked 'colour'\)"):
         quality.load_or_build(tmp_path / "ink", 32, 1, 8, 4, reuse=True, painter="colour")
 

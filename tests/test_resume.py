@@ -8,7 +8,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cyclestyle import checkpoint
 from cyclestyle.config import ConfigError
 from cyclestyle.training import train
 from tests.test_training import read_events
@@ -122,7 +121,8 @@ def test_resume_applies_a_changed_lr_and_betas_and_logs_the_change(tiny_cfg, cap
 @pytest.mark.parametrize("change, line", [
     (("model.ngf=16",), "model.ngf: 8 -> 16 (it sets the saved networks' shapes)"),
     (("data.load_size=40", "data.crop_size=36"), "data.crop_size: 32 -> 36 (it sets the saved image pools' shapes)"),
-    (("loss.style_ab=1", "loss.vgg_weights=random"), "loss.style_ab: 0.0 -> 1.0 (it sets whether style targets are saved (the style loss on or off))"),
+    (("loss.style_ab=1", "loss.vgg_weights=random"),
+     "loss.style_ab: 0.0 -> 1.0 (it sets whether style targets are saved (the style loss on or off))"),
     (("train.pool_size=3",), "train.pool_size: 50 -> 3 (it sets the saved image pools)"),
     (("train.ema=true",), "train.ema: False -> True (it sets the saved EMA generators)"),
     (("train.batch_size=2",), "train.batch_size: 1 -> 2 (it sets the data stream's position"),

@@ -39,9 +39,8 @@ first, so the folder is always overwritten cleanly.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -51,8 +50,11 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout without an inst
     sys.path.insert(0, str(ROOT))
 
 from cyclestyle.painters import colour as paint  # noqa: E402  (the sample data's painter)
-from cyclestyle.quality import load_photo, split_counts  # noqa: E402
-from cyclestyle.quality import random_box as _random_box  # noqa: E402
+from cyclestyle.quality import (  # noqa: E402
+    load_photo,
+    random_box as _random_box,  # noqa: E402
+    split_counts,
+)
 
 # Colour photographs bundled in the scikit-image wheel (no download needed), with
 # their licences as given in the skimage.data docstrings. ``chelsea`` and ``cat`` are

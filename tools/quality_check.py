@@ -151,7 +151,8 @@ def compare(args, out: Path, argv: list[str]) -> int:
                     continue
                 groups[name].append(json.loads(report_path.read_text()))
     table = quality.format_table(groups, {n: [*args.overrides, *o] for n, o in recipes.items()})
-    print(f"\nquality: {len(recipes)} recipe(s) x {len(args.painters)} painter(s) x {len(seeds)} seed(s) in {time.perf_counter() - started:.0f} s; "
+    print(f"\nquality: {len(recipes)} recipe(s) x {len(args.painters)} painter(s) x {len(seeds)} seed(s) in "
+          f"{time.perf_counter() - started:.0f} s; "
           f"benchmark {out} ({args.size} px, {args.n_train} train images per domain, {args.n_test} test photos); "
           f"mean ± sample std across seeds\n")
     print(table)
