@@ -40,11 +40,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cyclestyle.checkpoint import CheckpointError
     from cyclestyle.config import ConfigError
     from cyclestyle.data import DataError
+    from cyclestyle.devices import DeviceError
     from cyclestyle.evaluation import EvaluationError
     from cyclestyle.vgg import VGGWeightsError
 
     # FloatingPointError: training diverged (NaN); the message names the last good checkpoint.
-    return (ConfigError, DataError, CheckpointError, VGGWeightsError, EvaluationError, FileNotFoundError,
+    return (ConfigError, DataError, DeviceError, CheckpointError, VGGWeightsError, EvaluationError, FileNotFoundError,
             FloatingPointError)
 
 

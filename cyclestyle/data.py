@@ -245,6 +245,18 @@ class UnpairedStream(torch.utils.data.Sampler):
             batch += 1
 
 
+def pil_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL image as a (1, 3, H, W) float tensor in [-1, 1], the networks' input range."""
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].div(127.5).sub(1.0)
+
+
+def tensor_to_pil(x: torch.Tensor) -> Image.Image:
+    """A (3, H, W) tensor in [-1, 1] as an RGB PIL image (clamped, rounded)."""
+    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(arr)
+
+
 def _seed_worker(worker_id: int) -> None:
     # Augmentations are seeded per sample (see UnpairedDataset); this only keeps anything else a worker
     # might draw from numpy/random distinct between workers.

@@ -157,7 +157,7 @@ def load_inception(weights: str | None = None, device: str = "auto") -> Extracto
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     resolved = resolve_weights(weights)
-    from cyclestyle.translate import resolve_device  # one device rule for every command
+    from cyclestyle.devices import resolve_device  # one device rule for every command
 
     dev = resolve_device(device)
     if resolved == "random":

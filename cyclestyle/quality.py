@@ -39,7 +39,8 @@ truth's). FID/KID of the translations against ``testA_painted`` use :mod:`cycles
 real Inception weights; when those are missing the figure is reported as n/a with how to provide them, never
 silently replaced by a random network (``random_inception=True`` exists for tests, and every report labels it).
 
-Requirements: scikit-image (the ``dev`` extra: the photos and SSIM). ``tools/quality_check.py`` is the command.
+Requirements: scikit-image (the ``dev`` extra: the photos and SSIM). The command is
+``python -m cyclestyle.quality_check`` (``tools/quality_check.py`` in a checkout).
 """
 
 from __future__ import annotations
@@ -58,9 +59,6 @@ from typing import Sequence
 import numpy as np
 
 from cyclestyle import painters
-
-ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "configs" / "base.yaml"  # in a source checkout; an installed package uses the schema defaults
 
 # Colour photographs in the scikit-image wheel (see tools/make_sample_data.py for their licences; ``cat`` is
 # ``chelsea`` again, so it is not listed). ``stereo_motorcycle`` is a (left, right, disparity) tuple.
@@ -295,11 +293,11 @@ def quality_overrides(bench_dir: str | Path, run_dir: str | Path, size: int, ste
 
 
 def config_diff(cfg) -> list[str]:
-    """``key: base -> used`` for every setting that differs from configs/base.yaml (same data folders)."""
+    """``key: base -> used`` for every setting that differs from the defaults (the schema's, which a test keeps
+    equal to configs/base.yaml's), with the same data folders."""
     from cyclestyle import config as config_lib
 
-    base_path = BASE_CONFIG if BASE_CONFIG.is_file() else None
-    base = config_lib.load_config(base_path, [f"data.root_a={cfg.data.root_a}", f"data.root_b={cfg.data.root_b}"])
+    base = config_lib.load_config(None, [f"data.root_a={cfg.data.root_a}", f"data.root_b={cfg.data.root_b}"])
     return config_lib.diff(config_lib.to_dict(base), config_lib.to_dict(cfg))
 
 
@@ -370,7 +368,7 @@ class _StepTimer:
         return float(np.mean(gaps)), float(np.median(gaps))
 
 
-def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path | None = BASE_CONFIG,
+def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path | None = None,
                 overrides: Sequence[str] = (), steps: int = 1500, seed: int = 0, minutes: float | None = None,
                 name: str = "run", fid: bool = True, inception_weights: str | None = None,
                 random_inception: bool = False, fid_cache: str | Path | None = None) -> dict:
@@ -380,7 +378,8 @@ def run_quality(bench_dir: str | Path, run_dir: str | Path, config: str | Path |
     after :func:`quality_overrides`, so any key can be changed.
     """
     from cyclestyle import config as config_lib
-    from cyclestyle.training import resolve_precision, train
+    from cyclestyle.devices import resolve_precision
+    from cyclestyle.training import train
     from cyclestyle.translate import Translator
 
     started = time.perf_counter()

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cyclestyle.data import DataError
+from cyclestyle.data import DataError, pil_to_tensor, tensor_to_pil
+from cyclestyle.devices import resolve_device
 from cyclestyle.losses import GramTarget
-from cyclestyle.translate import pil_to_tensor, resolve_device, tensor_to_pil
 from cyclestyle.vgg import STYLE_LAYERS, VGGFeatures
 
 CONTENT_LAYER = "relu4_2"

@@ -15,14 +15,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -30,31 +28,10 @@ from torch import nn
 
 from cyclestyle import checkpoint, nets
 from cyclestyle.config import ModelConfig
-from cyclestyle.data import ImageReadError, find_images, load_image
+from cyclestyle.data import ImageReadError, find_images, load_image, pil_to_tensor, tensor_to_pil
+from cyclestyle.devices import native_bf16, resolve_device
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bf16 natively (CUDA Ampere+, x86 CPUs with AVX512-BF16 or AMX, Arm CPUs
-    with BF16 via oneDNN)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
-        return False
-    if platform.machine().lower() in ("x86_64", "amd64") and hasattr(torch.cpu, "_is_avx512_bf16_supported"):
-        # oneDNN also reports bf16 "supported" on AVX-512 CPUs without the BF16 instructions, where it is
-        # emulated in fp32 and no faster: only the instructions themselves count.
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise checkpoint.CheckpointError("--device cuda was asked for, but no CUDA GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 def export_path(path: str | Path) -> Path:
@@ -257,16 +234,6 @@ class Translator:
         """Translate a file or every image under a folder into ``output_dir``, mirroring sub-folders."""
         return translate_folder(self, input_path, output_dir, fmt, overwrite, size, max_size, batch_size, tile,
                                 overlap, max_pixels, progress)
-
-
-def pil_to_tensor(image: Image.Image) -> torch.Tensor:
-    arr = np.asarray(image.convert("RGB"), dtype=np.float32)
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].div(127.5).sub(1.0)
-
-
-def tensor_to_pil(x: torch.Tensor) -> Image.Image:
-    arr = x.detach().float().clamp(-1, 1).add(1).mul(127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr)
 
 
 def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image.Image:

@@ -1,4 +1,4 @@
-"""The ground-truth translation benchmark (cyclestyle/quality.py, tools/quality_check.py): training learns.
+"""The ground-truth translation benchmark (cyclestyle/quality.py, cyclestyle/quality_check.py): training learns.
 
 Unit checks of the benchmark's construction (unpaired splits from disjoint photo regions, exact ground
 truth), of the metrics against closed forms and of the reports; and one end-to-end run: a short CPU training
@@ -148,9 +148,8 @@ def test_fid_random_inception_is_labelled(bench, monkeypatch):
 
 
 def test_recipe_parsing_and_table():
-    spec = importlib.util.spec_from_file_location("quality_check", ROOT / "tools" / "quality_check.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    from cyclestyle import quality_check as tool
+
     assert tool.parse_recipe("lsgan=") == ("lsgan", [])
     assert tool.parse_recipe("ema=train.ema=true, train.ema_decay=0.99") == ("ema", ["train.ema=true",
                                                                                      "train.ema_decay=0.99"])
@@ -249,7 +248,7 @@ def test_every_painter_gets_the_same_photos(tmp_path):
 def test_training_beats_identity(bench, tmp_path):
     """End to end: train, export, translate the held-out photos, score; the JSON report has every field."""
     out, _ = bench
-    report = quality.run_quality(out, tmp_path / "run", quality.BASE_CONFIG, E2E_OVERRIDES, steps=E2E_STEPS,
+    report = quality.run_quality(out, tmp_path / "run", ROOT / "configs" / "base.yaml", E2E_OVERRIDES, steps=E2E_STEPS,
                                  seed=0, name="e2e", fid=False)
     print(quality.format_run(report))
     assert report["steps"] == E2E_STEPS and report["model"]["n"] == 16

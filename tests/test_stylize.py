@@ -8,8 +8,7 @@ import torch
 from PIL import Image
 
 from cyclestyle import cli, stylize as st
-from cyclestyle.data import DataError
-from cyclestyle.translate import pil_to_tensor
+from cyclestyle.data import DataError, pil_to_tensor
 from cyclestyle.vgg import STYLE_LAYERS, VGGWeightsError
 
 

@@ -29,7 +29,7 @@ def params(modules):
 
 
 def test_auto_precision_is_bf16_where_the_hardware_has_it():
-    from cyclestyle.training import resolve_precision
+    from cyclestyle.devices import resolve_precision
 
     assert resolve_precision("auto", cpu=True) == ("bf16" if cpu_flags_say_native_bf16() else "no")
     assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"

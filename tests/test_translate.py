@@ -13,7 +13,8 @@ from PIL import Image
 from cyclestyle import checkpoint, nets
 from cyclestyle.checkpoint import CheckpointError
 from cyclestyle.config import ModelConfig
-from cyclestyle.translate import Translator, load_generator, pil_to_tensor
+from cyclestyle.data import pil_to_tensor
+from cyclestyle.translate import Translator, load_generator
 from tests.conftest import cpu_flags_say_native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]

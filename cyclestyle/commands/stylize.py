@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     from cyclestyle import stylize as st
     from cyclestyle.data import DataError, ImageReadError, load_image
-    from cyclestyle.translate import resolve_device
+    from cyclestyle.devices import resolve_device
 
     # Every check that a user can fail runs before the VGG is loaded and minutes of optimisation start.
     images = {}
