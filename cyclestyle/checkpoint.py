@@ -1,8 +1,9 @@
-"""Checkpoints (full training state, for exact resume) and generator exports (weights only, for translation).
+"""Checkpoints (full training state, for exact resume) and generators files (weights only, for translation).
 
 Layout of a run folder::
 
-    run_dir/config.yaml                      resolved config of the run
+    run_dir/config.yaml                      resolved config of the run (the one in force now)
+    run_dir/config_changes.log               what each resume changed, with its step (cyclestyle.resume)
     run_dir/checkpoints/step-0002000/        accelerator.save_state() + our own state files
     run_dir/generators/last.safetensors      both generators + model config, no pickled code
     run_dir/tb/                              tensorboard events
@@ -30,7 +31,7 @@ EXPORT_FORMAT = "cyclestyle-generators"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint or export that cannot be used; the message names the file and what to do."""
+    """A checkpoint or generators file that cannot be used; the message names the file and what to do."""
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
@@ -192,11 +193,11 @@ def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict, dict | None]
     return trainer_state, shared, rank
 
 
-def export_generators(path: str | Path, generators: dict[str, nn.Module], model_config: dict, step: int,
+def save_generators(path: str | Path, generators: dict[str, nn.Module], model_config: dict, step: int,
                       ema: bool, extra: dict | None = None) -> Path:
     """Write ``{"gen_ab": ..., "gen_ba": ...}`` weights and the model config to one safetensors file.
 
-    ``extra``: more metadata, each value stored as JSON (e.g. the validation scores of a ``best`` export).
+    ``extra``: more metadata, each value stored as JSON (e.g. the validation scores of ``best.safetensors``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -211,13 +212,13 @@ def export_generators(path: str | Path, generators: dict[str, nn.Module], model_
     return path
 
 
-def read_export(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
-    """Weights per generator name and the metadata (``model`` decoded) of an export file."""
+def read_generators(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], dict]:
+    """Weights per generator name and the metadata (``model`` decoded) of a generators file."""
     from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"generator export not found: {path}")
+        raise CheckpointError(f"generators file not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
@@ -225,12 +226,18 @@ def read_export(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]], d
     except Exception as err:  # safetensors raises its own error types for corrupt headers
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
     if metadata.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{path} is not a cyclestyle generator export (no '{EXPORT_FORMAT}' metadata)")
+        raise CheckpointError(f"{path} is not a cyclestyle generators file (no '{EXPORT_FORMAT}' metadata)")
     metadata["model"] = json.loads(metadata["model"])
-    if "validation" in metadata:  # a `best` export: the scores that made it best
+    if "validation" in metadata:  # best.safetensors: the scores that made it best
         metadata["validation"] = json.loads(metadata["validation"])
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         name, _, param = key.partition(".")
         weights.setdefault(name, {})[param] = value
     return weights, metadata
+
+
+# The names these had before "export" came to mean ONNX/TorchScript only (cyclestyle.export); kept so that
+# existing scripts keep working.
+export_generators = save_generators
+read_export = read_generators

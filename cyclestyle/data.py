@@ -245,6 +245,23 @@ class UnpairedStream(torch.utils.data.Sampler):
             batch += 1
 
 
+def list_inputs(path: str | Path, option: str = "--input", folder_only: bool = False, require: bool = False
+                ) -> list[tuple[Path, Path]]:
+    """(image file, its path relative to the input root) for one image file or every image under a folder.
+    Errors name ``option`` (the setting the path came from); ``require``: an empty folder is an error too."""
+    path = Path(path).expanduser()
+    if path.is_file() and not folder_only:
+        return [(path, Path(path.name))]
+    if not path.is_dir():
+        raise DataError(f"{option} folder not found: {path} (give a folder of photos)" if folder_only
+                        else f"{option} not found: {path} (give an image file or a folder of images)")
+    found = [(file, file.relative_to(path)) for file in find_images(path)]
+    if require and not found:
+        raise DataError(f"{option} folder {path} has no images (looked for {', '.join(IMAGE_EXTENSIONS)} "
+                        "at any depth)")
+    return found
+
+
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL image as a (1, 3, H, W) float tensor in [-1, 1], the networks' input range."""
     arr = np.asarray(image.convert("RGB"), dtype=np.float32)

@@ -552,7 +552,7 @@ def write_report(records: list[dict], path: str | Path) -> Path:
     return path
 
 
-def format_table(records: list[dict]) -> str:
+def format_metrics(records: list[dict]) -> str:
     """A readable table of the records, then the protocol line that makes the numbers reproducible."""
     lines = [f"{'direction':<10} {'FID':>10} {'KID x 1e3 (mean ± std)':>24} {'N':>13}"]
     for r in records:

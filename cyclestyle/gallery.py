@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 from PIL import Image
 
 from cyclestyle.checkpoint import CheckpointError
-from cyclestyle.data import IMAGE_EXTENSIONS, DataError, ImageReadError, find_images, load_image
+from cyclestyle.data import ImageReadError, list_inputs, load_image
 
 THUMB_SIZE = 256  # longer side of a thumbnail, px
 METRICS_FILE = "metrics.json"  # the file name `cyclestyle evaluate` writes by default
@@ -96,10 +96,10 @@ def _label(checkpoint: Path) -> str:
 def describe_checkpoint(checkpoint: str | Path, index: int, metadata: dict,
                         evaluation_file: str | Path | None = None) -> CheckpointInfo:
     """Label, config and evaluation figures of one checkpoint (``metadata``: the export's, as loaded)."""
-    from cyclestyle.translate import export_path
+    from cyclestyle.translate import generators_path
 
     path = Path(checkpoint)
-    info = CheckpointInfo(str(checkpoint), _label(path), f"ckpt-{index}", export_path(path), metadata)
+    info = CheckpointInfo(str(checkpoint), _label(path), f"ckpt-{index}", generators_path(path), metadata)
     run = run_folder_of(path)
     if run is not None and (run / "config.yaml").is_file():
         info.config_file = run / "config.yaml"
@@ -128,18 +128,6 @@ def _save_pair(image: Image.Image, folder: Path, rel: str) -> tuple[int, int]:
     return image.size
 
 
-def list_inputs(input_dir: str | Path) -> list[Path]:
-    """The images of a gallery's input folder, with errors that name the folder."""
-    folder = Path(input_dir).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"--input folder not found: {folder} (give a folder of photos)")
-    files = find_images(folder)
-    if not files:
-        raise DataError(f"--input folder {folder} has no images (looked for {', '.join(IMAGE_EXTENSIONS)} "
-                        "at any depth)")
-    return files
-
-
 def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Sequence[str | Path],
                   direction: str = "a2b", reconstruction: bool = False, max_size: int | None = 512,
                   limit: int | None = None, device: str = "auto",
@@ -156,10 +144,11 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
     if not checkpoints:
-        raise CheckpointError("give at least one --checkpoint (a run folder or a generator export)")
+        raise CheckpointError("give at least one --checkpoint (a run folder or a generators file)")
     out = Path(output_dir)
     # An output folder inside the input folder: its images (from an earlier run) are not inputs.
-    files = [f for f in list_inputs(input_dir) if out.resolve() not in f.resolve().parents]
+    inputs = list_inputs(input_dir, "--input", folder_only=True, require=True)
+    files = [f for f, _ in inputs if out.resolve() not in f.resolve().parents]
     back = "b2a" if direction == "a2b" else "a2b"
     # Every checkpoint is loaded before anything is translated: a wrong path fails in a second.
     translators, infos = [], []

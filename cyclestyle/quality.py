@@ -534,7 +534,7 @@ def summary_rows(groups: dict[str, list[dict]]) -> dict[str, dict]:
     return out
 
 
-def format_table(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -> str:
+def format_comparison(groups: dict[str, list[dict]], recipes: dict[str, list[str]]) -> str:
     """Markdown: a summary (one row per recipe: Δ PSNR vs identity per painter, mean over seeds, and the mean
     over painters ± the std across seeds), then one detailed table per painter (mean ± sample std across
     seeds, the identity baseline first)."""

@@ -153,7 +153,7 @@ def compare(args, out: Path, argv: list[str]) -> int:
                     failures.append(f"{name} {painter} seed {seed} (exit code {rc})")
                     continue
                 groups[name].append(json.loads(report_path.read_text()))
-    table = quality.format_table(groups, {n: [*args.overrides, *o] for n, o in recipes.items()})
+    table = quality.format_comparison(groups, {n: [*args.overrides, *o] for n, o in recipes.items()})
     print(f"\nquality: {len(recipes)} recipe(s) x {len(args.painters)} painter(s) x {len(seeds)} seed(s) in "
           f"{time.perf_counter() - started:.0f} s; "
           f"benchmark {out} ({args.size} px, {args.n_train} train images per domain, {args.n_test} test photos); "
@@ -195,7 +195,7 @@ def from_results(args, out: Path) -> int:
     if not groups:
         print(f"quality_check: error: no run reports in {out / 'results'}", file=sys.stderr)
         return 2
-    print(quality.format_table(groups, recipes))
+    print(quality.format_comparison(groups, recipes))
     if args.figure:
         write_figure(groups, args.figure)
     return 0

@@ -83,7 +83,7 @@ class TrainResult:
     discriminators: dict[str, nn.Module]
     losses: dict[str, float] = field(default_factory=dict)  # last logged values
     checkpoint: Path | None = None
-    export: Path | None = None
+    generators_file: Path | None = None  # generators/last.safetensors
     preempted: bool = False  # stopped early by SIGTERM/SIGINT, after a checkpoint
 
 
@@ -128,9 +128,8 @@ def ema_decay_at(decay: float, step: int) -> float:
 
     ``min(decay, (1 + step) / (10 + step))``, the warm-up of TensorFlow's ExponentialMovingAverage
     ``num_updates``: early on the average spans about step / 9 steps instead of 1 / (1 - decay). A fixed
-    0.999 keeps 0.999^1000 = 37% of the random initial weights after 1000 steps; measured on the ground-truth
-    benchmark (unet_128 ngf 16, 1000 steps, 2 seeds) that EMA scored 1.9 dB *below* the identity baseline
-    while the live weights were 4.0 dB above it.
+    0.999 keeps 0.999^1000 = 37% of the random initial weights after 1000 steps, which the ground-truth
+    benchmark scores below the identity baseline (README, "Earlier tables": the EMA rows).
     """
     return min(decay, (1.0 + step) / (10.0 + step))
 
@@ -163,11 +162,8 @@ def train(cfg: Config, resume: str | None = None, stop_at_step: int | None = Non
 
 
 def make_adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
-    """Adam with the fused kernel where this torch has one for the device, else the foreach one.
-
-    Measured on the 2-core CPU (tools/benchmark.py's machine), one step over both generators and both
-    discriminators: ResNet-9 34 ms foreach vs 12 ms fused, unet_128 72 ms vs 23 ms (its whole 128 px bf16
-    step: 0.57 s). Same update rule; the two differ only in float rounding.
+    """Adam with the fused kernel where this torch has one for the device, else the foreach one: the same
+    update rule, differing only in float rounding, and about 3x faster on CPU (README "Speed", Fused Adam).
     """
     try:
         return torch.optim.Adam(params, lr=lr, betas=betas, fused=True)
@@ -349,7 +345,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     plain_disc_b = accelerator.unwrap_model(disc_b, keep_torch_compile=False)
     ema_fn = WarmupEMA(t.ema_decay)
     ema = AveragedModel(generators, multi_avg_fn=ema_fn, use_buffers=True) if t.ema else None
-    sample_generators = ema.module if ema is not None else generators  # what images, exports and validation use
+    sample_generators = ema.module if ema is not None else generators  # what images, generator files and validation use
     rank_seed = t.seed * 1000 + accelerator.process_index  # pools differ per rank, like their data
     pools = {"a": ImagePool(t.pool_size, rank_seed), "b": ImagePool(t.pool_size, rank_seed + 500)}
     state = RunState(pools, objective, ema, validator)
@@ -374,7 +370,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     batches = iter(loader)
     progress = tqdm(total=end, initial=step, disable=not is_main, dynamic_ncols=True, unit="it")
     logged: dict[str, float] = {}
-    folder = export = None
+    folder = generators_file = None
     preempted = False
     nonfinite = torch.zeros((), device=device)  # consecutive steps with a non-finite loss, kept on device
     while step < end:
@@ -433,10 +429,10 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         if due["validate"] and validator is not None:
             _validate(validator, sample_generators, step, writer, progress, cfg, ema is not None)
         if due["checkpoint"]:
-            folder, export = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
+            folder, generators_file = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
         if _stop_requested(accelerator, stop) and step < end:
             if not due["checkpoint"]:
-                folder, export = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
+                folder, generators_file = _save(accelerator, cfg, step, state, sample_generators, ema is not None)
             preempted = True
             if is_main:
                 print(f"\ncyclestyle: stopped at step {step} with a checkpoint; continue with --resume latest",
@@ -449,14 +445,14 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
     if folder is None:  # nothing left to train: the run was already complete
         found = checkpoint.list_checkpoints(run_dir)
         folder = found[-1][1] if found else None
-        export = run_dir / "generators" / "last.safetensors"
+        generators_file = run_dir / "generators" / "last.safetensors"
         if is_main:
             print(f"cyclestyle: {run_dir} is already at step {step} of {t.steps}; nothing to train")
     accelerator.wait_for_everyone()
     return TrainResult(step=step, run_dir=run_dir, num_processes=accelerator.num_processes,
                        generators=dict(sample_generators.items()),
                        discriminators={"disc_a": plain_disc_a, "disc_b": plain_disc_b},
-                       losses=logged, checkpoint=folder, export=export, preempted=preempted)
+                       losses=logged, checkpoint=folder, generators_file=generators_file, preempted=preempted)
 
 
 def _due(step: int, end: int, t, validate_every: int) -> dict[str, bool]:
@@ -483,11 +479,12 @@ def _save(accelerator: Accelerator, cfg: Config, step: int, state: RunState, gen
     trainer_state = {"num_processes": accelerator.num_processes, "config": config_lib.to_dict(cfg)}
     folder = checkpoint.save_checkpoint(accelerator, run_dir, step, state.shared(), state.per_rank(), trainer_state,
                                         cfg.train.keep_checkpoints)
-    export = None
+    generators_file = None
     if accelerator.is_main_process:
-        export = checkpoint.export_generators(run_dir / "generators" / "last.safetensors", dict(generators.items()),
-                                              config_lib.to_dict(cfg)["model"], step, ema=ema)
-    return folder, export
+        generators_file = checkpoint.save_generators(run_dir / "generators" / "last.safetensors",
+                                                     dict(generators.items()), config_lib.to_dict(cfg)["model"], step,
+                                                     ema=ema)
+    return folder, generators_file
 
 
 def _open_writer(run_dir: Path, step: int):
@@ -525,13 +522,13 @@ def _log_scalars(writer, progress, terms: dict[str, torch.Tensor], step: int, op
 def _validate(validator: Validator, generators: nn.ModuleDict, step: int, writer, progress, cfg: Config,
               ema: bool) -> None:
     """FID/KID of the validation subset (every process: the features are gathered); on the main process, log
-    the scores and export ``generators/best.safetensors`` when they improved."""
+    the scores and write ``generators/best.safetensors`` when they improved."""
     scores = validator(generators, step)
     if scores is None:
         return
     _record_validation(scores, step, writer, progress)
     if scores["improved"]:
-        checkpoint.export_generators(
+        checkpoint.save_generators(
             Path(cfg.train.run_dir) / "generators" / "best.safetensors", dict(generators.items()),
             config_lib.to_dict(cfg)["model"], step, ema=ema,
             extra={"validation": {"metric": cfg.validation.metric,

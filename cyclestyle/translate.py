@@ -28,19 +28,19 @@ from torch import nn
 
 from cyclestyle import checkpoint, nets
 from cyclestyle.config import ModelConfig
-from cyclestyle.data import ImageReadError, find_images, load_image, pil_to_tensor, tensor_to_pil
+from cyclestyle.data import ImageReadError, list_inputs, load_image, pil_to_tensor, tensor_to_pil
 from cyclestyle.devices import native_bf16, resolve_device
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 
-def export_path(path: str | Path) -> Path:
-    """A run folder's generator export, or the export file itself."""
+def generators_path(path: str | Path) -> Path:
+    """A run folder's generators file, or the export file itself."""
     path = Path(path)
     if path.is_dir():
         candidate = path / "generators" / "last.safetensors"
         if not candidate.is_file():
-            raise checkpoint.CheckpointError(f"{path} has no generator export ({candidate} is missing); "
+            raise checkpoint.CheckpointError(f"{path} has no generators file ({candidate} is missing); "
                                              "pass a run folder that has trained at least to one checkpoint")
         return candidate
     return path
@@ -50,8 +50,8 @@ def load_generator(path: str | Path, direction: str = "a2b") -> tuple[nn.Module,
     """The generator for ``direction`` from a run folder or export file, in eval mode, with the metadata."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
-    file = export_path(path)
-    weights, meta = checkpoint.read_export(file)
+    file = generators_path(path)
+    weights, meta = checkpoint.read_generators(file)
     try:
         # Exports written before model.upsample existed used transposed convolutions.
         model_cfg = ModelConfig(**{"upsample": "deconv", **meta["model"]})
@@ -246,15 +246,6 @@ def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image
     else:
         return image
     return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
-
-
-def list_inputs(input_path: Path) -> list[tuple[Path, Path]]:
-    """(file, path relative to the input root) for a file or every image under a folder."""
-    if input_path.is_file():
-        return [(input_path, Path(input_path.name))]
-    if not input_path.is_dir():
-        raise FileNotFoundError(f"input not found: {input_path}")
-    return [(path, path.relative_to(input_path)) for path in find_images(input_path)]
 
 
 def translate_folder(translator: Translator, input_path, output_dir, fmt="png", overwrite=False, size=None,

@@ -1,5 +1,6 @@
 import io
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,3 +212,20 @@ def test_workers_do_not_change_or_repeat_samples(folders):
     assert serial[0]["a"].shape == (2, 3, 32, 32) and serial[0]["a"].min() >= -1 and serial[0]["a"].max() <= 1
     other_seed = next(iter(_loader(folders, 0, seed=1)))
     assert not torch.equal(other_seed["a"], serial[0]["a"])
+
+
+def test_list_inputs_one_file_or_a_folder_and_errors_name_the_option(tmp_path):
+    from cyclestyle.data import list_inputs
+
+    folder = write_images(tmp_path / "in" / "deep", 2)
+    photo = folder / "img_00.png"
+    assert list_inputs(photo) == [(photo, Path("img_00.png"))]
+    assert [rel for _, rel in list_inputs(tmp_path / "in")] == [Path("deep/img_00.png"), Path("deep/img_01.png")]
+    with pytest.raises(DataError, match=r"--input not found: .*missing \(give an image file or a folder"):
+        list_inputs(tmp_path / "missing")
+    with pytest.raises(DataError, match=r"--photos folder not found: .*img_00.png"):
+        list_inputs(photo, "--photos", folder_only=True)
+    (tmp_path / "empty").mkdir()
+    assert list_inputs(tmp_path / "empty") == []
+    with pytest.raises(DataError, match="empty has no images"):
+        list_inputs(tmp_path / "empty", require=True)

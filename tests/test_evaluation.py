@@ -216,7 +216,7 @@ def make_export(path):
     torch.manual_seed(0)
     cfg = ModelConfig(generator="resnet_6blocks", ngf=4, init_gain=0.3)
     gens = {"gen_ab": nets.build_generator(cfg), "gen_ba": nets.build_generator(cfg)}
-    return checkpoint.export_generators(path, gens, dataclasses.asdict(cfg), step=3, ema=False)
+    return checkpoint.save_generators(path, gens, dataclasses.asdict(cfg), step=3, ema=False)
 
 
 def test_evaluate_checkpoint_json_has_every_field(folders, tmp_path):

@@ -161,7 +161,7 @@ def test_recipe_parsing_and_table():
                 "identity": {"psnr": 17.0, "ssim": 0.55, "grid_db": 0.0},
                 "delta_psnr": psnr - 17.0, "seconds_per_step_median": 0.1, "fid": {"fid": None, "note": "n/a"}}
 
-    table = quality.format_table({"a": [report(0, 20.0), report(1, 22.0)], "b": []}, {"a": [], "b": ["x=1"]})
+    table = quality.format_comparison({"a": [report(0, 20.0), report(1, 22.0)], "b": []}, {"a": [], "b": ["x=1"]})
     summary, detail = table.split("\n\npainter colour:\n\n")
     lines = summary.splitlines()
     assert lines[0] == "| recipe | overrides | colour Δ dB | mean Δ dB | SSIM (mean) | grid (dB) |"
@@ -185,8 +185,8 @@ def test_summary_means_over_painters_and_seeds():
     assert rows["per_painter"] == {"colour": 5.0, "oil": 2.0}
     assert rows["mean"] == pytest.approx(3.5)
     assert rows["seed_std"] == pytest.approx(np.std([3.0, 4.0], ddof=1))  # per-seed means over painters
-    table = quality.format_table({"r": [report("colour", 0, 4.0), report("oil", 0, 2.0)], "s": [report("oil", 0, 1.0)]},
-                                 {"r": [], "s": []})
+    groups = {"r": [report("colour", 0, 4.0), report("oil", 0, 2.0)], "s": [report("oil", 0, 1.0)]}
+    table = quality.format_comparison(groups, {"r": [], "s": []})
     assert "| s | (none) | n/a | +1.00 | n/a (not every painter) |" in table
 
 

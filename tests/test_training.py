@@ -76,7 +76,7 @@ def test_few_steps_write_events_checkpoints_and_export(tiny_cfg):
     assert (run / "config.yaml").read_text().count("resnet_6blocks") == 1
 
     # the export holds both generators and the model config; it reproduces the trained generator
-    weights, meta = checkpoint.read_export(result.export)
+    weights, meta = checkpoint.read_generators(result.generators_file)
     assert meta["step"] == "4" and meta["model"]["ngf"] == 8
     gen = nets.build_generator(ModelConfig(**meta["model"]))
     gen.load_state_dict(weights["gen_ab"])
@@ -259,7 +259,7 @@ def test_compile_path_compiles_and_runs_with_finite_losses(tiny_cfg):
     assert counters["aot_autograd"]["ok"] == counters["aot_autograd"]["total"] >= 2
     assert counters["inductor"]
     assert result.step == 2 and all(math.isfinite(v) for v in result.losses.values())
-    weights, _ = checkpoint.read_export(result.export)  # compiled modules unwrap to plain state dicts
+    weights, _ = checkpoint.read_generators(result.generators_file)  # compiled modules unwrap to plain state dicts
     assert not any("_orig_mod" in k for k in weights["gen_ab"])
 
 

@@ -24,7 +24,7 @@ def make_export(path, ngf=4, seed=0, gain=0.3):
     torch.manual_seed(seed)
     cfg = ModelConfig(generator="resnet_6blocks", ngf=ngf, init_gain=gain)  # gain: a non-trivial random net
     gens = {"gen_ab": nets.build_generator(cfg), "gen_ba": nets.build_generator(cfg)}
-    return checkpoint.export_generators(path, gens, dataclasses.asdict(cfg), step=7, ema=False), gens
+    return checkpoint.save_generators(path, gens, dataclasses.asdict(cfg), step=7, ema=False), gens
 
 
 @pytest.fixture
@@ -147,7 +147,7 @@ def test_huge_images_refused_untiled_and_processed_tiled(export, tmp_path):
 
 
 def test_bad_checkpoints_are_one_clear_error(tmp_path, export):
-    with pytest.raises(CheckpointError, match="has no generator export"):
+    with pytest.raises(CheckpointError, match="has no generators file"):
         Translator.load(tmp_path)
     pickle_file = tmp_path / "evil.safetensors"
     torch.save({"x": 1}, pickle_file)  # a pickle posing as an export is never unpickled
@@ -157,12 +157,12 @@ def test_bad_checkpoints_are_one_clear_error(tmp_path, export):
 
     other = tmp_path / "other.safetensors"
     save_file({"w": torch.zeros(1)}, str(other))
-    with pytest.raises(CheckpointError, match="not a cyclestyle generator export"):
+    with pytest.raises(CheckpointError, match="not a cyclestyle generators file"):
         load_generator(other)
-    weights, meta = checkpoint.read_export(export[0])
+    weights, meta = checkpoint.read_generators(export[0])
     mismatched = tmp_path / "mismatch.safetensors"
     bigger = dict(meta["model"], ngf=8)
-    checkpoint.export_generators(mismatched, {"gen_ab": nets.build_generator(ModelConfig(**meta["model"]))},
+    checkpoint.save_generators(mismatched, {"gen_ab": nets.build_generator(ModelConfig(**meta["model"]))},
                                  bigger, 0, False)
     with pytest.raises(CheckpointError, match="do not match the model config"):
         load_generator(mismatched)
@@ -184,7 +184,7 @@ def test_cli_matches_api_pixels_and_reports(export, tmp_path):
     missing = subprocess.run([sys.executable, "-m", "cyclestyle", "translate", "--checkpoint", str(tmp_path / "x.st"),
                               "--input", str(src), "--output", str(tmp_path / "o")], capture_output=True, text=True,
                              env=env)
-    assert missing.returncode == 2 and "generator export not found" in missing.stderr
+    assert missing.returncode == 2 and "generators file not found" in missing.stderr
     assert "Traceback" not in missing.stderr
 
 
@@ -219,7 +219,7 @@ def test_exports_from_before_the_upsample_key_load_as_transposed_convs(tmp_path)
     cfg = ModelConfig(generator="resnet_6blocks", ngf=4, upsample="deconv", init_gain=0.3)
     gens = {"gen_ab": nets.build_generator(cfg), "gen_ba": nets.build_generator(cfg)}
     legacy = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "upsample"}
-    path = checkpoint.export_generators(tmp_path / "old.safetensors", gens, legacy, step=3, ema=False)
+    path = checkpoint.save_generators(tmp_path / "old.safetensors", gens, legacy, step=3, ema=False)
     net, meta = load_generator(path, "a2b")
     assert "upsample" not in meta["model"]
     x = torch.rand(1, 3, 20, 28) * 2 - 1

@@ -62,7 +62,7 @@ def test_scores_logged_every_n_steps_and_best_export_kept(val_cfg):
 
     # The last validation scored the final generators: the same numbers from the last export, outside training.
     for d in ("a2b", "b2a"):
-        fid_now, kid_now = recompute(result.export, cfg, d)
+        fid_now, kid_now = recompute(result.generators_file, cfg, d)
         assert fid[d][5] == pytest.approx(fid_now, rel=1e-4)
         assert acc.Scalars(f"val/kid_{d}")[-1].value == pytest.approx(kid_now, rel=1e-3, abs=1e-6)
 
@@ -70,7 +70,7 @@ def test_scores_logged_every_n_steps_and_best_export_kept(val_cfg):
     mean = {s: (fid["a2b"][s] + fid["b2a"][s]) / 2 for s in (2, 4, 5)}
     best_step = min(mean, key=mean.get)
     best = result.run_dir / "generators" / "best.safetensors"
-    _, meta = checkpoint.read_export(best)
+    _, meta = checkpoint.read_generators(best)
     assert int(meta["step"]) == best_step
     assert meta["validation"]["metric"] == "fid"
     assert meta["validation"]["score"] == pytest.approx(mean[best_step], rel=1e-5)
@@ -90,7 +90,7 @@ def test_resumed_run_keeps_the_best_and_logs_the_same_scores(val_cfg):
     best = [torch.load(r.checkpoint / "shared_state.pt", weights_only=True)["validation_best"]
             for r in (straight, resumed)]
     assert best[0] == best[1] and best[0]["metric"] == "kid"
-    metas = [checkpoint.read_export(r.run_dir / "generators" / "best.safetensors")[1] for r in (straight, resumed)]
+    metas = [checkpoint.read_generators(r.run_dir / "generators" / "best.safetensors")[1] for r in (straight, resumed)]
     assert metas[0]["step"] == metas[1]["step"] == str(best[0]["step"])
     assert metas[0]["validation"] == metas[1]["validation"]
 

@@ -14,7 +14,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``: one trained model, as the commands that translate with it take it."""
     parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
-                        help="a run folder (uses generators/last.safetensors) or a generator export file")
+                        help="a run folder (uses generators/last.safetensors) or a generators file")
 
 
 def positive_int(text: str) -> int:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, args.test_a, args.test_b, args.direction, out, json_path, weights=args.inception_weights,
         cache_dir=cache_dir(args), kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
         batch_size=args.batch_size, device=args.device, progress=True)
-    print(evaluation.format_table(records))
+    print(evaluation.format_metrics(records))
     for r in records:
         if r["n_source_skipped"] or r["reference_skipped"]:
             print(f"{r['direction']}: skipped {r['n_source_skipped']} unreadable test input(s) and "

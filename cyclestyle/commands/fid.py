@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     record = evaluation.compare_folders(
         *args.paths, weights=args.inception_weights, cache_dir=cache_dir(args), kid_subsets=args.kid_subsets,
         kid_subset_size=args.kid_subset_size, batch_size=args.batch_size, device=args.device, progress=True)
-    print(evaluation.format_table([record]))
+    print(evaluation.format_metrics([record]))
     for i in (1, 2):
         if record[f"skipped_{i}"]:
             print(f"{record[f'path_{i}']}: skipped {len(record[f'skipped_{i}'])} unreadable file(s)", file=sys.stderr)

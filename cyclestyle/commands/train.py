@@ -22,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
 
     result = train(load_config(args.config, args.overrides), resume=args.resume, stop_at_step=args.stop_at_step)
     if result.step and result.checkpoint is not None:
-        print(f"cyclestyle: step {result.step}: checkpoint {result.checkpoint}, generators {result.export}")
+        print(f"cyclestyle: step {result.step}: checkpoint {result.checkpoint}, generators {result.generators_file}")
     return EXIT_PREEMPTED if result.preempted else 0
