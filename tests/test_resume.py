@@ -55,14 +55,13 @@ def assert_same_checkpoints(folder_a: Path, folder_b: Path) -> list[str]:
 
 
 CONFIGS = {
-    "plain": (),
     "dropout": ("model.dropout=true",),  # draws from torch's global RNG every step
     "pool_ema_style_mean": ("train.pool_size=2", "train.ema=true", "loss.style_ab=2", "loss.style_ba=1",
                             "loss.vgg_weights=random", "loss.style_target=mean", "model.spectral_norm=true"),
     "style_batch_r1_hinge": ("loss.style_ab=1", "loss.vgg_weights=random", "loss.style_target=batch",
                              "loss.r1_gamma=1", "loss.gan_mode=hinge"),
-    "grad_accum_batch2": ("train.grad_accum=2", "train.batch_size=2", "model.dropout=true"),
-    "loader_workers": ("data.num_workers=2", "model.dropout=true"),
+    "grad_accum_batch2_workers": ("train.grad_accum=2", "train.batch_size=2", "data.num_workers=2",
+                                  "model.dropout=true"),
 }
 
 
