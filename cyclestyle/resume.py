@@ -43,7 +43,11 @@ NOT_COMPARED = ("train.run_dir",)  # the same folder, however it is spelled
 def saved_config(run_dir: Path, folder: Path) -> tuple[int, dict | None]:
     """(step, config dict) of a checkpoint: its own copy of the config, else the run's ``config.yaml``
     (checkpoints written before the config was stored in them); None when neither exists."""
-    state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
+    try:
+        state = json.loads((folder / checkpoint.TRAINER_STATE).read_text())
+    except (OSError, ValueError) as err:
+        raise checkpoint.CheckpointError(f"checkpoint {folder}: {checkpoint.TRAINER_STATE} unreadable ({err}); "
+                                         "resume from an older one with --resume PATH") from None
     if "config" in state:
         return state["step"], state["config"]
     path = run_dir / "config.yaml"

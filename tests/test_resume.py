@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from cyclestyle import checkpoint
 from cyclestyle.config import ConfigError
 from cyclestyle.training import train
 from tests.test_training import read_events
@@ -143,3 +144,11 @@ def test_fresh_start_over_a_run_is_refused_and_a_complete_run_trains_nothing(tin
         train(tiny_cfg("train.steps=2", "train.decay_steps=0"))
     done = train(tiny_cfg("train.steps=2", "train.decay_steps=0", "train.lr=1e-3"), resume="latest")
     assert done.step == 2  # already complete: nothing to train, not an error
+
+
+def test_a_damaged_trainer_state_is_named_not_a_traceback(tiny_cfg):
+    train(tiny_cfg("train.steps=2", "train.decay_steps=0"))
+    folder = checkpoint.list_checkpoints(tiny_cfg().train.run_dir)[-1][1]
+    (folder / "trainer_state.json").write_text('{"step": 2, "conf')
+    with pytest.raises(checkpoint.CheckpointError, match=r"step-0000002: trainer_state.json unreadable"):
+        train(tiny_cfg("train.steps=4", "train.decay_steps=0"), resume="latest")
