@@ -194,7 +194,7 @@ def load_checkpoint(accelerator, folder: Path) -> tuple[dict, dict, dict | None]
 
 
 def save_generators(path: str | Path, generators: dict[str, nn.Module], model_config: dict, step: int,
-                      ema: bool, extra: dict | None = None) -> Path:
+                    ema: bool, extra: dict | None = None) -> Path:
     """Write ``{"gen_ab": ..., "gen_ba": ...}`` weights and the model config to one safetensors file.
 
     ``extra``: more metadata, each value stored as JSON (e.g. the validation scores of ``best.safetensors``).

@@ -109,7 +109,6 @@ def style_loss(grams: list[torch.Tensor], targets: list[torch.Tensor], eps: floa
     return torch.stack(per_layer).mean(), per_layer
 
 
-
 class CycleGANObjective(nn.Module):
     """The whole training objective in one place: the loss weights, the style features and the style targets.
 

@@ -238,7 +238,7 @@ class RunState:
             if f"style_target_{direction}" not in shared:  # a checkpoint older than the config it holds
                 raise ConfigError(f"cannot resume {folder}: it holds no {direction} style target (it was saved "
                                   "with another loss.style_target, or with the style loss off); use its settings "
-                                  "or another train.run_dir")
+                                  f"({folder.parent.parent / 'config.yaml'}) or another train.run_dir")
             target.load_state_dict(shared[f"style_target_{direction}"])
         if self.validator is not None and "validation_best" in shared:
             if keep_validation_best:

@@ -35,7 +35,7 @@ FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 
 def generators_path(path: str | Path) -> Path:
-    """A run folder's generators file, or the export file itself."""
+    """A run folder's generators file (generators/last.safetensors), or the given file itself."""
     path = Path(path)
     if path.is_dir():
         candidate = path / "generators" / "last.safetensors"
@@ -47,7 +47,7 @@ def generators_path(path: str | Path) -> Path:
 
 
 def load_generator(path: str | Path, direction: str = "a2b") -> tuple[nn.Module, dict]:
-    """The generator for ``direction`` from a run folder or export file, in eval mode, with the metadata."""
+    """The generator for ``direction`` from a run folder or generators file, in eval mode, with the metadata."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
     file = generators_path(path)
