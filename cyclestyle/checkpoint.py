@@ -227,9 +227,11 @@ def read_generators(path: str | Path) -> tuple[dict[str, dict[str, torch.Tensor]
         raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
     if metadata.get("format") != EXPORT_FORMAT:
         raise CheckpointError(f"{path} is not a cyclestyle generators file (no '{EXPORT_FORMAT}' metadata)")
-    metadata["model"] = json.loads(metadata["model"])
-    if "validation" in metadata:  # best.safetensors: the scores that made it best
-        metadata["validation"] = json.loads(metadata["validation"])
+    for key in set(metadata) - {"format", "version", "step", "ema"}:  # the model config and save_generators' extra
+        try:
+            metadata[key] = json.loads(metadata[key])
+        except ValueError:
+            raise CheckpointError(f"{path}: metadata '{key}' is not valid JSON; re-export the file") from None
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         name, _, param = key.partition(".")

@@ -22,6 +22,8 @@ COMMANDS = {
     "stylize": "cyclestyle.commands.stylize",
     "gallery": "cyclestyle.commands.gallery",
     "serve": "cyclestyle.commands.serve",
+    "import": "cyclestyle.commands.import_reference",
+    "download": "cyclestyle.commands.download",
 }
 
 
@@ -41,12 +43,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cyclestyle.config import ConfigError
     from cyclestyle.data import DataError
     from cyclestyle.devices import DeviceError
+    from cyclestyle.download import DownloadError
     from cyclestyle.evaluation import EvaluationError
     from cyclestyle.vgg import VGGWeightsError
 
     # FloatingPointError: training diverged (NaN); the message names the last good checkpoint.
-    return (ConfigError, DataError, DeviceError, CheckpointError, VGGWeightsError, EvaluationError, FileNotFoundError,
-            FloatingPointError)
+    return (ConfigError, DataError, DeviceError, CheckpointError, VGGWeightsError, EvaluationError, DownloadError,
+            FileNotFoundError, FloatingPointError)
 
 
 def main(argv: list[str] | None = None) -> int:

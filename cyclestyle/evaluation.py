@@ -480,7 +480,8 @@ def evaluate_checkpoint(checkpoint: str | Path, test_a: str | Path, test_b: str 
                         output_dir: str | Path | None = None, json_path: str | Path | None = None,
                         extractor: Extractor | None = None, weights: str | None = None,
                         cache_dir: str | Path | None = None, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                        batch_size: int = 32, device: str = "auto", progress: bool = False) -> list[dict]:
+                        batch_size: int = 32, device: str = "auto", progress: bool = False,
+                        checkpoint_b: str | Path | None = None) -> list[dict]:
     """Translate the test images of each direction (PNG) and compare them with the other domain's test images.
 
     a2b: test_a translated vs test_b; b2a: test_b translated vs test_a. The real test sets' features are
@@ -497,7 +498,7 @@ def evaluate_checkpoint(checkpoint: str | Path, test_a: str | Path, test_b: str 
             raise DataError(f"{label} folder not found: {folder}")
     out_root = Path(output_dir) if output_dir else default_output_dir(checkpoint)
     # Generators first: a wrong checkpoint fails in a second, before Inception is loaded.
-    translators = {d: Translator.load(checkpoint, direction=d, device=device, precision="fp32")
+    translators = {d: Translator.load(checkpoint, direction=d, device=device, precision="fp32", path_b=checkpoint_b)
                    for d in (("a2b", "b2a") if direction == "both" else (direction,))}
     extractor = extractor or load_extractor(weights, device)
     records = []

@@ -12,13 +12,15 @@ from cyclestyle.translate import load_generator
 
 
 def export_model(checkpoint_path: str | Path, output: str | Path, fmt: str = "onnx", direction: str = "a2b",
-                 example_size: tuple[int, int] = (256, 256), dynamic: bool = True, opset: int = 17) -> Path:
+                 example_size: tuple[int, int] = (256, 256), dynamic: bool = True, opset: int = 17,
+                 checkpoint_b: str | Path | None = None) -> Path:
     """Write the ``direction`` generator as TorchScript (``.pt``) or ONNX, input/output (N,3,H,W) in [-1, 1].
 
     With ``dynamic``, ONNX batch, height and width are free (they must be multiples of the generator's
     ``size_multiple``, stored in the file's metadata, 4 for ResNet generators); TorchScript is always dynamic.
+    ``checkpoint_path`` is anything ``cyclestyle translate`` takes, ``checkpoint_b`` a reference G_B file.
     """
-    net, meta = load_generator(checkpoint_path, direction)
+    net, meta = load_generator(checkpoint_path, direction, checkpoint_b)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(1, 3, *example_size)

@@ -49,7 +49,6 @@ from PIL import Image
 from cyclestyle.data import ImageReadError, load_image
 from cyclestyle.translate import Translator, resized
 
-DIRECTIONS = ("a2b", "b2a")
 DEFAULT_SIDE = 512  # output longer side offered first, px
 MIN_SIDE = 64
 MAX_SIDE = 2048  # cap on the output's longer side
@@ -90,12 +89,13 @@ class Demo:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", max_side: int = MAX_SIDE,
                  max_upload_mb: float = MAX_UPLOAD_MB, max_pixels: int = MAX_PIXELS,
-                 results_dir: str | Path | None = None):
+                 results_dir: str | Path | None = None, checkpoint_b: str | Path | None = None):
         if not MIN_SIDE <= max_side <= MAX_SIDE:
             raise ValueError(f"max_side must be between {MIN_SIDE} and {MAX_SIDE} px, got {max_side}")
         self.checkpoint = str(checkpoint)
-        # Both generators up front: a wrong checkpoint fails before the server starts.
-        self.translators = {d: Translator.load(checkpoint, d, device) for d in DIRECTIONS}
+        # Both generators up front: a wrong checkpoint fails before the server starts. A reference .pth
+        # holds one direction: the page then offers a2b only.
+        self.translators = Translator.load_all(checkpoint, device, path_b=checkpoint_b)
         self.max_side = max_side
         self.max_upload_bytes = int(max_upload_mb * 1_000_000)
         self.max_pixels = max_pixels
@@ -135,7 +135,7 @@ class Demo:
     def translate_image(self, image: Image.Image, direction: str, side: int) -> Image.Image:
         """Downscale so the longer side is at most ``side`` (capped at ``max_side``), then translate."""
         if direction not in self.translators:
-            raise UploadError(f"Unknown direction {direction!r}: choose {' or '.join(DIRECTIONS)}.")
+            raise UploadError(f"Unknown direction {direction!r}: choose {' or '.join(self.translators)}.")
         side = max(MIN_SIDE, min(int(side), self.max_side))
         image = resized(image, None, side)
         tile = TILE if max(image.size) > TILE_ABOVE else None
@@ -190,7 +190,7 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
         with gr.Row():
             with gr.Column():
                 upload = gr.File(label="Photo", file_types=["image"], elem_id="upload")
-                direction = gr.Radio(list(DIRECTIONS), value="a2b", label="Direction (a2b: A to B, b2a: B to A)",
+                direction = gr.Radio(list(demo.translators), value="a2b", label="Direction (a2b: A to B, b2a: B to A)",
                                      elem_id="direction")
                 side = gr.Slider(MIN_SIDE, demo.max_side, value=default_side, step=1,
                                  label="Output size: longer side at most (px)", elem_id="side")
@@ -247,11 +247,11 @@ def build_app(demo: Demo, host: str = "127.0.0.1", port: int = 7860, default_sid
 
 def serve(checkpoint: str | Path, host: str = "127.0.0.1", port: int = 7860, device: str = "auto",
           max_side: int = MAX_SIDE, default_side: int = DEFAULT_SIDE, max_upload_mb: float = MAX_UPLOAD_MB,
-          max_pixels: int = MAX_PIXELS) -> None:
-    """Load ``checkpoint`` and serve the demo until interrupted."""
+          max_pixels: int = MAX_PIXELS, checkpoint_b: str | Path | None = None) -> None:
+    """Load ``checkpoint`` (and a reference ``checkpoint_b``) and serve the demo until interrupted."""
     import uvicorn
 
-    demo = Demo(checkpoint, device, max_side, max_upload_mb, max_pixels)
+    demo = Demo(checkpoint, device, max_side, max_upload_mb, max_pixels, checkpoint_b=checkpoint_b)
     app = build_app(demo, host, port, default_side)
     if not _is_loopback(host):
         warnings.warn(f"serving on {host}: the demo has no login, anyone who can reach {host}:{port} can use it",

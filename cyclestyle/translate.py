@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from cyclestyle import checkpoint, nets
+from cyclestyle import checkpoint, nets, reference
 from cyclestyle.config import ModelConfig
 from cyclestyle.data import ImageReadError, list_inputs, load_image, pil_to_tensor, tensor_to_pil
 from cyclestyle.devices import native_bf16, resolve_device
@@ -34,34 +34,70 @@ from cyclestyle.devices import native_bf16, resolve_device
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 
 
-def generators_path(path: str | Path) -> Path:
-    """A run folder's generators file (generators/last.safetensors), or the given file itself."""
-    path = Path(path)
+def _is_reference(path: Path) -> bool:
+    """A reference CycleGAN ``.pth``, or a reference checkpoint folder (``*_net_G_A.pth``, not a run folder)."""
     if path.is_dir():
+        return not (path / "generators").is_dir() and reference.reference_folder_files(path) is not None
+    return reference.is_reference_file(path)
+
+
+def generators_path(path: str | Path) -> Path:
+    """A run folder's generators file (generators/last.safetensors), or the given file (or reference folder)."""
+    path = Path(path)
+    if path.is_dir() and not _is_reference(path):
         candidate = path / "generators" / "last.safetensors"
         if not candidate.is_file():
             raise checkpoint.CheckpointError(f"{path} has no generators file ({candidate} is missing); "
-                                             "pass a run folder that has trained at least to one checkpoint")
+                                             "pass a run folder that has trained at least to one checkpoint, "
+                                             "or a reference CycleGAN checkpoint folder (*_net_G_A.pth)")
         return candidate
     return path
 
 
-def load_generator(path: str | Path, direction: str = "a2b") -> tuple[nn.Module, dict]:
-    """The generator for ``direction`` from a run folder or generators file, in eval mode, with the metadata."""
-    if direction not in ("a2b", "b2a"):
-        raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
-    file = generators_path(path)
-    weights, meta = checkpoint.read_generators(file)
+def read_weights(path: str | Path, path_b: str | Path | None = None) -> tuple[dict, dict]:
+    """Weights per generator and metadata of anything ``--checkpoint`` takes: a run folder, a generators file,
+    or a reference CycleGAN generator file (plus ``path_b`` for the other direction) or checkpoint folder."""
+    path = Path(path)
+    if _is_reference(path):
+        return reference.read_reference(path, path_b)
+    if path_b is not None:
+        raise checkpoint.CheckpointError(f"--checkpoint-b {path_b} pairs with a reference generator .pth file; "
+                                         f"{path} already holds both directions")
+    return checkpoint.read_generators(generators_path(path))
+
+
+def load_generators(path: str | Path, path_b: str | Path | None = None,
+                    directions: tuple[str, ...] = ("a2b", "b2a")) -> dict[str, tuple[nn.Module, dict]]:
+    """``{direction: (generator in eval mode, metadata)}`` for each of ``directions`` that :func:`read_weights`
+    finds (a reference .pth alone holds a2b only)."""
+    weights, meta = read_weights(path, path_b)
     try:
         # Exports written before model.upsample existed used transposed convolutions.
         model_cfg = ModelConfig(**{"upsample": "deconv", **meta["model"]})
-        net = nets.build_generator(model_cfg)
-        net.load_state_dict(weights["gen_ab" if direction == "a2b" else "gen_ba"])
+        meta["size_multiple"] = nets.GENERATORS[model_cfg.generator].size_multiple
+        loaded = {}
+        for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):
+            if name in weights and direction in directions:
+                net = nets.build_generator(model_cfg)
+                net.load_state_dict(weights[name])
+                loaded[direction] = (net.eval().requires_grad_(False), meta)
     except (TypeError, KeyError, RuntimeError) as err:
-        raise checkpoint.CheckpointError(f"{file}: weights do not match the model config stored with them "
+        raise checkpoint.CheckpointError(f"{path}: weights do not match the model config stored with them "
                                          f"({str(err).splitlines()[0]}); re-export it from its run") from None
-    meta["size_multiple"] = nets.GENERATORS[model_cfg.generator].size_multiple
-    return net.eval().requires_grad_(False), meta
+    return loaded
+
+
+def load_generator(path: str | Path, direction: str = "a2b",
+                   path_b: str | Path | None = None) -> tuple[nn.Module, dict]:
+    """The generator for ``direction`` from anything :func:`read_weights` takes, in eval mode, with the metadata."""
+    if direction not in ("a2b", "b2a"):
+        raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
+    loaded = load_generators(path, path_b, (direction,))
+    if direction not in loaded:
+        raise checkpoint.CheckpointError(f"{path} holds only the a2b generator (a reference .pth is one direction): "
+                                         "use --direction a2b, or give both files, --checkpoint G_A.pth "
+                                         "--checkpoint-b G_B.pth")
+    return loaded[direction]
 
 
 class _NormStats:
@@ -155,9 +191,18 @@ class Translator:
 
     @classmethod
     def load(cls, path: str | Path, direction: str = "a2b", device: str = "auto",
-             precision: str = "fp32") -> "Translator":
-        net, meta = load_generator(path, direction)
+             precision: str = "fp32", path_b: str | Path | None = None) -> "Translator":
+        """``path``: a run folder, a generators file, a reference CycleGAN ``.pth`` (``path_b``: the
+        other direction's) or a reference checkpoint folder; see :func:`read_weights`."""
+        net, meta = load_generator(path, direction, path_b)
         return cls(net, meta["size_multiple"], device, precision, meta)
+
+    @classmethod
+    def load_all(cls, path: str | Path, device: str = "auto", precision: str = "fp32",
+                 path_b: str | Path | None = None) -> dict[str, "Translator"]:
+        """One translator per direction that ``path`` (and ``path_b``) holds: a2b, and b2a where present."""
+        return {d: cls(net, meta["size_multiple"], device, precision, meta)
+                for d, (net, meta) in load_generators(path, path_b).items()}
 
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)

@@ -11,10 +11,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides")
 
 
+CHECKPOINT_HELP = ("a run folder (uses generators/last.safetensors), a generators file, a reference CycleGAN "
+                   "generator .pth (its one direction is a2b) or a reference checkpoint folder (*_net_G_A.pth, "
+                   "*_net_G_B.pth)")
+
+
 def add_checkpoint_arg(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``: one trained model, as the commands that translate with it take it."""
-    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT",
-                        help="a run folder (uses generators/last.safetensors) or a generators file")
+    """``--checkpoint`` (and ``--checkpoint-b``): one trained model, as the commands that translate take it."""
+    parser.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT|PTH", help=CHECKPOINT_HELP)
+    parser.add_argument("--checkpoint-b", default=None, metavar="PTH",
+                        help="with a reference .pth as --checkpoint (its G_A): the G_B file, the b2a direction")
 
 
 def positive_int(text: str) -> int:

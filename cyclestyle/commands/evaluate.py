@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else out / "metrics.json"
     records = evaluation.evaluate_checkpoint(
         args.checkpoint, args.test_a, args.test_b, args.direction, out, json_path, weights=args.inception_weights,
+        checkpoint_b=args.checkpoint_b,
         cache_dir=cache_dir(args), kid_subsets=args.kid_subsets, kid_subset_size=args.kid_subset_size,
         batch_size=args.batch_size, device=args.device, progress=True)
     print(evaluation.format_metrics(records))

@@ -2,11 +2,13 @@
 
 import argparse
 
+from cyclestyle.commands import add_checkpoint_arg
+
 
 def add_parser(sub, name: str) -> None:
     p = sub.add_parser(name, help="export a generator to ONNX or TorchScript",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR|EXPORT")
+    add_checkpoint_arg(p)
     p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     p.add_argument("--output", required=True, metavar="FILE")
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
@@ -18,6 +20,6 @@ def run(args: argparse.Namespace) -> int:
     from cyclestyle.export import export_model
 
     path = export_model(args.checkpoint, args.output, args.format, args.direction, tuple(args.example_size),
-                        dynamic=not args.static)
+                        dynamic=not args.static, checkpoint_b=args.checkpoint_b)
     print(f"wrote {path} ({args.format}, {args.direction}, input (N,3,H,W) in [-1, 1])")
     return 0

@@ -14,8 +14,9 @@ def add_parser(sub, name: str) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--input", required=True, metavar="DIR", help="folder of photos, searched at any depth")
     p.add_argument("--output", required=True, metavar="DIR", help="where index.html and its images go")
-    p.add_argument("--checkpoint", required=True, action="append", metavar="RUN_DIR|EXPORT",
-                   help="a run folder or a generators file; repeat to compare several")
+    p.add_argument("--checkpoint", required=True, action="append", metavar="RUN_DIR|EXPORT|PTH",
+                   help="a run folder, a generators file, a reference CycleGAN .pth or checkpoint folder; repeat "
+                        "to compare several")
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
     p.add_argument("--reconstruction", action="store_true",
                    help="also show the cycle reconstruction (e.g. A->B->A)")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         serve.serve(args.checkpoint, args.host, args.port, args.device, args.max_size, args.default_size,
-                    args.max_upload_mb, args.max_pixels)
+                    args.max_upload_mb, args.max_pixels, args.checkpoint_b)
     except KeyboardInterrupt:
         pass
     return 0

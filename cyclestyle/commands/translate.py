@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.input).exists():
         raise FileNotFoundError(f"--input {args.input} does not exist")
-    translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision)
+    translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision, args.checkpoint_b)
     summary = translator.translate_folder(args.input, args.output, fmt=args.format, overwrite=args.overwrite,
                                           size=args.size, max_size=args.max_size, batch_size=args.batch_size,
                                           tile=args.tile, overlap=args.tile_overlap, progress=True)
