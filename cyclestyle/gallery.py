@@ -131,12 +131,14 @@ def _save_pair(image: Image.Image, folder: Path, rel: str) -> tuple[int, int]:
 def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Sequence[str | Path],
                   direction: str = "a2b", reconstruction: bool = False, max_size: int | None = 512,
                   limit: int | None = None, device: str = "auto",
-                  evaluation_files: Mapping[str, str | Path] | None = None, title: str | None = None) -> Path:
+                  evaluation_files: Mapping[str, str | Path] | None = None, title: str | None = None,
+                  checkpoint_b: str | Path | None = None) -> Path:
     """Translate every image of ``input_dir`` with each checkpoint and write ``output_dir/index.html``.
 
     ``direction``: a2b or b2a; ``reconstruction``: also translate back (A->B->A); ``max_size``: inputs are
     downscaled so their longer side is at most this (None: original size); ``limit``: the first N readable images
-    only; ``evaluation_files``: checkpoint (as given) -> report, overriding the default location.
+    only; ``evaluation_files``: checkpoint (as given) -> report, overriding the default location;
+    ``checkpoint_b``: with one reference ``.pth`` checkpoint, the G_B file of its b2a direction.
     Unreadable images are skipped and listed on the page. Returns the page's path.
     """
     from cyclestyle.translate import Translator, resized
@@ -145,6 +147,8 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
         raise ValueError(f"direction must be a2b or b2a, got {direction!r}")
     if not checkpoints:
         raise CheckpointError("give at least one --checkpoint (a run folder or a generators file)")
+    if checkpoint_b is not None and len(checkpoints) != 1:
+        raise CheckpointError(f"--checkpoint-b {checkpoint_b} pairs with one --checkpoint, not {len(checkpoints)}")
     out = Path(output_dir)
     # An output folder inside the input folder: its images (from an earlier run) are not inputs.
     inputs = list_inputs(input_dir, "--input", folder_only=True, require=True)
@@ -153,8 +157,8 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
     # Every checkpoint is loaded before anything is translated: a wrong path fails in a second.
     translators, infos = [], []
     for k, ckpt in enumerate(checkpoints):
-        forward = Translator.load(ckpt, direction, device)
-        backward = Translator.load(ckpt, back, device) if reconstruction else None
+        forward = Translator.load(ckpt, direction, device, path_b=checkpoint_b)
+        backward = Translator.load(ckpt, back, device, path_b=checkpoint_b) if reconstruction else None
         translators.append((forward, backward))
         infos.append(describe_checkpoint(ckpt, k, forward.meta, (evaluation_files or {}).get(str(ckpt))))
     _dedupe_labels(infos)

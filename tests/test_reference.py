@@ -276,6 +276,10 @@ def test_import_then_every_command(tmp_path, capsys):
                  "--direction", "b2a"]) == 2
     assert "holds only the a2b generator" in capsys.readouterr().err
 
+    assert main(["gallery", "--checkpoint", str(g_a), "--checkpoint-b", str(g_b), "--direction", "b2a",
+                 "--reconstruction", "--input", str(photos), "--output", str(tmp_path / "gallery")]) == 0
+    assert "latest_net_G_A" in (tmp_path / "gallery" / "index.html").read_text()
+
     script = tmp_path / "g.pt"
     assert main(["export", "--checkpoint", str(out), "--format", "torchscript", "--output", str(script),
                  "--direction", "b2a"]) == 0
@@ -296,4 +300,5 @@ def test_web_demo_offers_the_directions_a_file_holds(tmp_path):
     with pytest.raises(serve.UploadError, match="Unknown direction 'b2a': choose a2b"):
         demo.translate_image(photo, "b2a", 64)
     g_b = save_pth(resnet_reference_state(seed=2), tmp_path / "latest_net_G_B.pth")
-    assert set(serve.Demo(g_a, device="cpu", results_dir=tmp_path / "r2", checkpoint_b=g_b).translators) == {"a2b", "b2a"}
+    both = serve.Demo(g_a, device="cpu", results_dir=tmp_path / "r2", checkpoint_b=g_b)
+    assert set(both.translators) == {"a2b", "b2a"}

@@ -72,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         d = records[0]["direction"]
         page = build_gallery(args.test_a if d == "a2b" else args.test_b, json_path.parent / "gallery",
                              [args.checkpoint], direction=d, max_size=256, limit=16, device=args.device,
-                             evaluation_files={args.checkpoint: json_path})
+                             evaluation_files={args.checkpoint: json_path}, checkpoint_b=args.checkpoint_b)
         print(f"gallery: {page}")
     return 0

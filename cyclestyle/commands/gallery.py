@@ -17,6 +17,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--checkpoint", required=True, action="append", metavar="RUN_DIR|EXPORT|PTH",
                    help="a run folder, a generators file, a reference CycleGAN .pth or checkpoint folder; repeat "
                         "to compare several")
+    p.add_argument("--checkpoint-b", default=None, metavar="PTH",
+                   help="with one reference .pth as --checkpoint (its G_A): the G_B file, the b2a direction")
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
     p.add_argument("--reconstruction", action="store_true",
                    help="also show the cycle reconstruction (e.g. A->B->A)")
@@ -31,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
 
     page = build_gallery(args.input, args.output, args.checkpoint, direction=args.direction,
                          reconstruction=args.reconstruction, max_size=args.max_size, limit=args.limit,
-                         device=args.device)
+                         device=args.device, checkpoint_b=args.checkpoint_b)
     print(f"wrote {page} (open it in a browser; the folder is self-contained)")
     return 0
