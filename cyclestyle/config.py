@@ -42,6 +42,8 @@ class ModelConfig:
     upsample: str = "deconv"  # generator decoder: resize (nearest x2 + conv) | deconv (transposed conv)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
+    style_code: str = "none"  # none (CycleGAN) | learned: a style encoder and a decoder modulated by its code
+    style_dim: int = 8  # length of a style code (style_code learned)
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
 
@@ -60,6 +62,7 @@ class LossConfig:
     style_reference: Optional[str] = None  # one painting whose Gram is the A->B target, whatever style_target says
     vgg_weights: str = "imagenet"  # imagenet (torchvision download/cache) | path to a .pth | random (tests only)
     r1_gamma: float = 0.0  # zero-centred gradient penalty on D's real inputs (0 = off)
+    lambda_code: float = 1.0  # style-coded models: L1 between the code of a translation and the code it was given
 
 
 @dataclass
@@ -112,6 +115,7 @@ CHOICES = {
     "data.resize": ("square", "shorter_side"),
     "model.norm": ("instance", "none"),
     "model.upsample": ("resize", "deconv"),
+    "model.style_code": ("none", "learned"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
     "loss.style_target": ("mean", "batch"),
@@ -183,11 +187,13 @@ def validate(cfg: Config) -> None:
     if cfg.model.discriminator not in nets.DISCRIMINATORS:
         fail("model.discriminator", f"'{cfg.model.discriminator}' is not one of {', '.join(nets.DISCRIMINATORS)}")
 
-    positive = ["data.load_size", "data.crop_size", "model.ngf", "model.ndf", "model.d_layers", "train.steps",
+    positive = ["data.load_size", "data.crop_size", "model.ngf", "model.ndf", "model.d_layers", "model.style_dim",
+                "train.steps",
                 "train.batch_size", "train.grad_accum", "train.lr", "train.log_every", "train.image_every",
                 "train.checkpoint_every", "train.keep_checkpoints", "validation.batch_size"]
     non_negative = ["data.num_workers", "model.init_gain", "loss.lambda_cycle", "loss.lambda_identity",
-                    "loss.style_ab", "loss.style_ba", "loss.r1_gamma", "train.decay_steps", "train.pool_size",
+                    "loss.style_ab", "loss.style_ba", "loss.r1_gamma", "loss.lambda_code", "train.decay_steps",
+                    "train.pool_size",
                     "validation.every"]
     for key in positive:
         if not get(cfg, key) > 0:
@@ -208,6 +214,10 @@ def validate(cfg: Config) -> None:
         fail("data.crop_size", f"{cfg.model.generator} needs a multiple of {multiple}, got {cfg.data.crop_size}")
     if cfg.loss.style_reference is not None and cfg.loss.style_ab > 0 and not Path(cfg.loss.style_reference).is_file():
         fail("loss.style_reference", f"file not found: {cfg.loss.style_reference}")
+    if cfg.model.style_code != "none" and cfg.loss.style_reference is not None and cfg.loss.style_ab > 0:
+        fail("loss.style_reference", "does not apply to a style-coded model (model.style_code="
+             f"{cfg.model.style_code}): each translation follows its own style image; give one at translation "
+             "time with cyclestyle translate --style-image")
     if cfg.validation.every:
         for key in ("validation.root_a", "validation.root_b"):
             if not get(cfg, key):

@@ -119,9 +119,13 @@ class CycleGANObjective(nn.Module):
     every rank folds the same values into its targets.
     """
 
-    def __init__(self, cfg, vgg: VGGFeatures | None = None, reduce_mean=None):
+    def __init__(self, cfg, vgg: VGGFeatures | None = None, reduce_mean=None, coded: bool = False):
         super().__init__()
         self.mode = cfg.gan_mode
+        # Style-coded generators (model.style_code): each translation has its own target style, the target-domain
+        # image whose code it was given, so the style loss is always per image and the code term applies.
+        self.coded = coded
+        self.lambda_code = cfg.lambda_code
         self.lambda_cycle = cfg.lambda_cycle
         self.lambda_identity = cfg.lambda_identity * cfg.lambda_cycle  # the config's is a fraction of the cycle's
         self.r1_gamma = cfg.r1_gamma
@@ -135,7 +139,7 @@ class CycleGANObjective(nn.Module):
         self.fixed_reference = cfg.style_reference is not None and cfg.style_ab > 0
         self.targets = nn.ModuleDict({
             d: GramTarget(vgg.channels) for d, w in self.style_weight.items()
-            if w > 0 and (cfg.style_target == "mean" or (d == "ab" and self.fixed_reference))})
+            if w > 0 and not coded and (cfg.style_target == "mean" or (d == "ab" and self.fixed_reference))})
 
     @property
     def uses_identity(self) -> bool:
@@ -147,8 +151,14 @@ class CycleGANObjective(nn.Module):
         self.targets["ab"].update(self.vgg.grams(painting[None]))
 
     @torch.no_grad()
-    def update_style_targets(self, real: dict[str, torch.Tensor]) -> None:
-        """Fold this micro-batch's real target-domain images (``real["ab"]``: B images) into the mean targets."""
+    def update_style_targets(self, real: dict[str, torch.Tensor], generators: dict[str, nn.Module] | None = None
+                             ) -> None:
+        """Fold this micro-batch's real target-domain images (``real["ab"]``: B images) into the mean targets, and
+        with style-coded ``generators`` (bare modules, not DDP-wrapped) their codes into each one's mean code."""
+        if self.coded and generators is not None:
+            for direction, name in (("ab", "gen_ab"), ("ba", "gen_ba")):
+                codes = generators[name].encoder(real[direction]).float().mean(0)
+                generators[name].track_mean(self.reduce_mean([codes])[0])
         for direction, target in self.targets.items():
             if direction == "ab" and self.fixed_reference:
                 continue
@@ -156,17 +166,22 @@ class CycleGANObjective(nn.Module):
             target.update(self.reduce_mean(batch_mean))
 
     def generator_terms(self, direction: str, real: torch.Tensor, fake_logits: torch.Tensor, rec: torch.Tensor,
-                        fake: torch.Tensor, identity: torch.Tensor | None, target_real: torch.Tensor
+                        fake: torch.Tensor, identity: torch.Tensor | None, target_real: torch.Tensor,
+                        codes: tuple[torch.Tensor, torch.Tensor] | None = None
                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One direction's generator loss (``direction`` "ab": real A -> fake B -> rec A): adversarial on D's
         ``fake_logits``, cycle ``rec`` vs ``real``, identity (the generator's output for ``target_real``),
-        style of ``fake`` against the direction's target (or ``target_real`` with style_target=batch)."""
+        style of ``fake`` against the direction's target (or ``target_real`` with style_target=batch), and for
+        style-coded generators ``codes`` = (code of ``fake``, the code it was made with): L1, the latter fixed."""
         part, other = ("a", "b") if direction == "ab" else ("b", "a")
         terms = {f"gan_{direction}": gan_generator_loss(self.mode, fake_logits), f"cycle_{part}": l1(rec, real)}
         loss = terms[f"gan_{direction}"] + self.lambda_cycle * terms[f"cycle_{part}"]
         if identity is not None:
             terms[f"idt_{other}"] = l1(identity, target_real)
             loss = loss + self.lambda_identity * terms[f"idt_{other}"]
+        if codes is not None:
+            terms[f"code_{direction}"] = l1(codes[0], codes[1].detach())
+            loss = loss + self.lambda_code * terms[f"code_{direction}"]
         if self.style_weight[direction] > 0:
             style, style_terms = self.style_terms(direction, fake, target_real)
             terms.update(style_terms)

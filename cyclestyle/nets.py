@@ -19,6 +19,102 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.InstanceNorm2d(channels) if kind == "instance" else nn.Identity()
 
 
+class FiLM(nn.Module):
+    """Feature-wise affine modulation by a style code (Perez et al. 2018), placed after an instance norm: the
+    pair is AdaIN (Huang & Belongie 2017) with a learned map from code to per-channel scale and shift.
+
+    The code is set by :class:`StyledGenerator` for the duration of one forward (``self.code``, (N, style_dim)).
+    Zero-initialised (plain parameters, so ``init_weights`` leaves them alone): a coded generator starts as the
+    plain one. Per channel and per image only, so tiles translated with one code agree.
+    """
+
+    def __init__(self, style_dim: int, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2 * channels, style_dim))
+        self.bias = nn.Parameter(torch.zeros(2 * channels))
+        self.code: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.code is None:
+            raise RuntimeError("FiLM used outside StyledGenerator.forward (no style code set)")
+        scale, shift = nn.functional.linear(self.code.to(x.dtype), self.weight.to(x.dtype),
+                                            self.bias.to(x.dtype)).chunk(2, dim=1)
+        return x * (1 + scale[:, :, None, None]) + shift[:, :, None, None]
+
+
+def _decoder_norm(kind: str, channels: int, style_dim: int) -> list[nn.Module]:
+    """A decoder's norm, followed by FiLM when the generator is style-coded (``style_dim`` > 0)."""
+    return [_norm(kind, channels)] + ([FiLM(style_dim, channels)] if style_dim else [])
+
+
+class StyleEncoder(nn.Module):
+    """Image -> style code (N, style_dim): strided convs without normalisation (a norm would remove the very
+    statistics a style is made of), global average pooling, a 1x1 conv (MUNIT's style encoder, Huang et al. 2018)."""
+
+    def __init__(self, style_dim: int, nf: int = 16, in_ch: int = 3):
+        super().__init__()
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, nf, 7), nn.ReLU(True)]
+        ch = nf
+        for mult in (2, 4, 4, 4):
+            layers += [nn.Conv2d(ch, nf * mult, 4, stride=2, padding=1), nn.ReLU(True)]
+            ch = nf * mult
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, style_dim, 1)]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # On the sphere of radius sqrt(style_dim): the code's scale cannot shrink towards a trivial
+        # code-reconstruction loss, only its direction carries the style.
+        code = self.model(x).flatten(1)
+        return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
+
+
+class StyledGenerator(nn.Module):
+    """A generator whose decoder follows a style code: ``forward(x, style)`` with ``style`` a batch of style
+    images (encoded here), of codes (N, style_dim), or None: the target domain's mean code, tracked during
+    training (:meth:`track_mean`) and saved with the weights, so every caller that passes only ``x`` gets the
+    domain's average style, as from a plain CycleGAN. ``encode_only=True`` returns the codes of ``x``.
+    """
+
+    def __init__(self, net: nn.Module, style_dim: int, encoder_nf: int = 16, momentum: float = 0.999):
+        super().__init__()
+        self.net = net
+        self.encoder = StyleEncoder(style_dim, encoder_nf)
+        self.style_dim = style_dim
+        self.momentum = momentum
+        self.register_buffer("mean_code", torch.zeros(style_dim))
+        self.register_buffer("code_count", torch.zeros((), dtype=torch.long))
+
+    def films(self) -> list[FiLM]:
+        return [m for m in self.net.modules() if isinstance(m, FiLM)]
+
+    def code_of(self, style: torch.Tensor | None, n: int) -> torch.Tensor:
+        if style is None:
+            return self.mean_code.expand(n, -1)
+        code = self.encoder(style) if style.dim() == 4 else style
+        return code.expand(n, -1) if code.shape[0] == 1 else code
+
+    @torch.no_grad()
+    def track_mean(self, codes: torch.Tensor) -> None:
+        """Fold codes of real target-domain images into the mean code: the exact mean over the first
+        ``1 / (1 - momentum)`` updates, a moving average after (as ``losses.GramTarget``)."""
+        self.code_count += 1
+        rate = max(1.0 / float(self.code_count), 1.0 - self.momentum)
+        self.mean_code.lerp_(codes.float().reshape(-1, self.style_dim).mean(0), rate)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None, encode_only: bool = False) -> torch.Tensor:
+        if encode_only:
+            return self.encoder(x)
+        code = self.code_of(style, x.shape[0])
+        films = self.films()
+        for film in films:
+            film.code = code
+        try:
+            return self.net(x)
+        finally:
+            for film in films:
+                film.code = None
+
+
 class ResnetBlock(nn.Module):
     def __init__(self, channels: int, norm: str, dropout: bool):
         super().__init__()
@@ -54,7 +150,7 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, two stride-2 downsamplings, ``n_blocks`` residual blocks, two upsamplings, c7s1-3, tanh."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv"):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv", style_dim: int = 0):
         super().__init__()
         layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_ch, ngf, 7), _norm(norm, ngf), nn.ReLU(True)]
         ch = ngf
@@ -63,7 +159,7 @@ class ResnetGenerator(nn.Module):
             ch *= 2
         layers += [ResnetBlock(ch, norm, dropout) for _ in range(n_blocks)]
         for _ in range(2):
-            layers += [*_upsample(upsample, ch, ch // 2), _norm(norm, ch // 2), nn.ReLU(True)]
+            layers += [*_upsample(upsample, ch, ch // 2), *_decoder_norm(norm, ch // 2, style_dim), nn.ReLU(True)]
             ch //= 2
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ch, out_ch, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
@@ -88,7 +184,7 @@ class UnetBlock(nn.Module):
 
     def __init__(self, outer: int, inner: int, in_ch: int | None = None, submodule: nn.Module | None = None,
                  outermost: bool = False, innermost: bool = False, norm: str = "instance", dropout: bool = False,
-                 upsample: str = "deconv"):
+                 upsample: str = "deconv", style_dim: int = 0):
         super().__init__()
         self.outermost = outermost
         in_ch = outer if in_ch is None else in_ch
@@ -97,11 +193,11 @@ class UnetBlock(nn.Module):
             up = [nn.ReLU(True), *_unet_upsample(upsample, inner * 2, outer), nn.Tanh()]
             layers = down + [submodule] + up
         elif innermost:
-            up = [nn.ReLU(True), *_unet_upsample(upsample, inner, outer), _norm(norm, outer)]
+            up = [nn.ReLU(True), *_unet_upsample(upsample, inner, outer), *_decoder_norm(norm, outer, style_dim)]
             layers = [nn.LeakyReLU(0.2, True)] + down + up
         else:
             down = [nn.LeakyReLU(0.2, True)] + down + [_norm(norm, inner)]
-            up = [nn.ReLU(True), *_unet_upsample(upsample, inner * 2, outer), _norm(norm, outer)]
+            up = [nn.ReLU(True), *_unet_upsample(upsample, inner * 2, outer), *_decoder_norm(norm, outer, style_dim)]
             layers = down + [submodule] + up + ([nn.Dropout(0.5)] if dropout else [])
         self.model = nn.Sequential(*layers)
 
@@ -113,15 +209,15 @@ class UnetGenerator(nn.Module):
     """U-Net with ``num_downs`` stride-2 levels (7 for 128 px inputs, 8 for 256 px)."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, num_downs: int = 8,
-                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv"):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv", style_dim: int = 0):
         super().__init__()
-        up = {"norm": norm, "upsample": upsample}
+        up = {"norm": norm, "upsample": upsample, "style_dim": style_dim}
         block = UnetBlock(ngf * 8, ngf * 8, innermost=True, **up)
         for _ in range(num_downs - 5):
             block = UnetBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, **up)
         for mult in (4, 2, 1):
             block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, **up)
-        self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, **up)
+        self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, **up)  # no norm: no FiLM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -221,11 +317,26 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
     return net
 
 
+STYLE_CODES = ("none", "learned")
+
+
 def build_generator(model_cfg) -> nn.Module:
-    """A generator from a ``ModelConfig`` (or anything with its attributes), initialised."""
+    """A generator from a ``ModelConfig`` (or anything with its attributes), initialised; a
+    :class:`StyledGenerator` around it when ``model.style_code`` is not ``none``."""
+    style_code = getattr(model_cfg, "style_code", "none")
+    style_dim = model_cfg.style_dim if style_code != "none" else 0
     net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout,
-                                                upsample=model_cfg.upsample)
-    return init_weights(net, model_cfg.init, model_cfg.init_gain)
+                                                upsample=model_cfg.upsample, style_dim=style_dim)
+    net = init_weights(net, model_cfg.init, model_cfg.init_gain)
+    if style_code == "learned":
+        net = StyledGenerator(net, style_dim)
+        # no norm layers in the encoder: N(0, 0.02) would shrink its activations by ~100x per layer
+        init_weights(net.encoder, "kaiming")
+    return net
+
+
+def is_styled(net: nn.Module) -> bool:
+    return isinstance(net, StyledGenerator)
 
 
 def build_discriminator(model_cfg) -> nn.Module:

@@ -199,11 +199,19 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
                 sync.enter_context(accelerator.no_sync(gen_ab))
                 sync.enter_context(accelerator.no_sync(gen_ba))
             with accelerator.autocast():
-                out = forward(torch.cat([real, target_real]) if objective.uses_identity else real)
+                inputs = torch.cat([real, target_real]) if objective.uses_identity else real
+                if objective.coded:  # in the style of the step's target-domain images; back with real's own code
+                    style, own = forward(target_real, encode_only=True), back(real, encode_only=True)
+                    out = forward(inputs, style=torch.cat([style, style]) if objective.uses_identity else style)
+                else:
+                    out = forward(inputs)
                 fakes[direction] = fake = out[:n]
+                fake_logits = disc(fake)  # before the way back: the order autograd sums fake's gradients in
+                rec = back(fake, style=own) if objective.coded else back(fake)
+                codes = (forward(fake, encode_only=True), style) if objective.coded else None
                 loss, part = objective.generator_terms(
-                    direction, real, fake_logits=disc(fake), rec=back(fake), fake=fake,
-                    identity=out[n:] if objective.uses_identity else None, target_real=target_real)
+                    direction, real, fake_logits=fake_logits, rec=rec, fake=fake,
+                    identity=out[n:] if objective.uses_identity else None, target_real=target_real, codes=codes)
             accelerator.backward(loss)
         terms.update(part)
         loss_g = loss_g + loss.detach()
@@ -293,7 +301,8 @@ def build_objective(cfg: Config, accelerator: Accelerator) -> losses.CycleGANObj
     starts) and the reference painting's Gram as the A->B target when ``loss.style_reference`` is set."""
     use_style = cfg.loss.style_ab > 0 or cfg.loss.style_ba > 0
     vgg = VGGFeatures(cfg.loss.vgg_weights) if use_style else None
-    objective = losses.CycleGANObjective(cfg.loss, vgg, reduce_mean=lambda xs: accelerator.reduce(xs, "mean"))
+    objective = losses.CycleGANObjective(cfg.loss, vgg, reduce_mean=lambda xs: accelerator.reduce(xs, "mean"),
+                                         coded=cfg.model.style_code != "none")
     objective.to(accelerator.device)
     if objective.fixed_reference:
         crop = build_transform(cfg.data.crop_size, cfg.data.crop_size, "shorter_side", flip=False, train=False)
@@ -379,7 +388,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
         real_b = batch["b"].to(device, non_blocking=True)
         with accelerator.accumulate(gen_ab, gen_ba, disc_a, disc_b):
             with accelerator.autocast():
-                objective.update_style_targets({"ab": real_b, "ba": real_a})
+                objective.update_style_targets({"ab": real_b, "ba": real_a}, generators)
             # Generator step: D frozen (under accumulate, its no-op zero_grad would let G's grads leak into D).
             plain_disc_a.requires_grad_(False)
             plain_disc_b.requires_grad_(False)
@@ -483,7 +492,7 @@ def _save(accelerator: Accelerator, cfg: Config, step: int, state: RunState, gen
     if accelerator.is_main_process:
         generators_file = checkpoint.save_generators(run_dir / "generators" / "last.safetensors",
                                                      dict(generators.items()), config_lib.to_dict(cfg)["model"], step,
-                                                     ema=ema)
+                                                     ema=ema, extra={"crop_size": cfg.data.crop_size})
     return folder, generators_file
 
 
@@ -531,7 +540,7 @@ def _validate(validator: Validator, generators: nn.ModuleDict, step: int, writer
         checkpoint.save_generators(
             Path(cfg.train.run_dir) / "generators" / "best.safetensors", dict(generators.items()),
             config_lib.to_dict(cfg)["model"], step, ema=ema,
-            extra={"validation": {"metric": cfg.validation.metric,
+            extra={"crop_size": cfg.data.crop_size, "validation": {"metric": cfg.validation.metric,
                                   **{k: v for k, v in scores.items() if k != "improved"}}})
 
 

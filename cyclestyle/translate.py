@@ -32,6 +32,9 @@ from cyclestyle.data import ImageReadError, list_inputs, load_image, pil_to_tens
 from cyclestyle.devices import native_bf16, resolve_device
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
+NO_CODES = ("this model has no style codes (trained with model.style_code=none): a style image needs a model "
+            "trained with model.style_code=learned")
+STYLE_SIZE = 256  # shorter side of a style image when it is encoded, for exports that do not record their crop
 
 
 def _is_reference(path: Path) -> bool:
@@ -188,6 +191,9 @@ class Translator:
         self.precision = precision
         self.meta = meta or {}
         self._norm = _NormStats(self.generator)
+        self.styled = nets.is_styled(self.generator)
+        # style images are encoded at the scale the model saw in training (its crops' size)
+        self.style_size = int(self.meta.get("crop_size", STYLE_SIZE))
 
     @classmethod
     def load(cls, path: str | Path, direction: str = "a2b", device: str = "auto",
@@ -209,8 +215,29 @@ class Translator:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @torch.inference_mode()
-    def translate_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W) in [-1, 1] -> same shape; padded to the network's multiple and cropped back."""
+    def style_code(self, style, mean: bool = False) -> torch.Tensor:
+        """The code (1, style_dim) of a style image (PIL, or a (3, H, W) / (N, 3, H, W) tensor in [-1, 1]), or of
+        several (a list: (N, style_dim), or their mean with ``mean``); a (N, style_dim) tensor is taken as codes.
+        Images are resized so their shorter side is the training crop's size."""
+        if not self.styled:
+            raise checkpoint.CheckpointError(NO_CODES)
+        if isinstance(style, torch.Tensor) and style.dim() == 2:
+            codes = style.to(self.device, torch.float32)
+        else:
+            images = style if isinstance(style, (list, tuple)) else [style]
+            codes = []
+            for image in images:
+                x = image if isinstance(image, torch.Tensor) else pil_to_tensor(resized(image, self.style_size, None))
+                x = x[None] if x.dim() == 3 else x
+                with self._autocast():
+                    codes.append(self.generator(x.to(self.device, torch.float32), encode_only=True).float())
+            codes = torch.cat(codes)
+        return codes.mean(0, keepdim=True) if mean else codes
+
+    @torch.inference_mode()
+    def translate_tensor(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> same shape; padded to the network's multiple and cropped back. ``code``:
+        a style code (1 or N, style_dim) for a style-coded model (None: its stored mean code)."""
         h, w = x.shape[-2:]
         m = self.size_multiple
         # at least 16 px: a ResNet generator's 3x3 reflection pads need 4 px after two downsamplings
@@ -220,14 +247,17 @@ class Translator:
         if ph or pw:  # reflect where the image is large enough, else replicate
             mode = "reflect" if ph < h and pw < w else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        if code is not None and not self.styled:
+            raise checkpoint.CheckpointError(NO_CODES)
         with self._autocast():
-            y = self.generator(x)
+            y = self.generator(x, style=code) if self.styled else self.generator(x)
         return y[..., :h, :w].float().clamp(-1, 1)
 
     @torch.inference_mode()
     def translate_tiled(self, x: torch.Tensor, tile: int = 512, overlap: int = 64,
-                        stats_size: int = 1024) -> torch.Tensor:
-        """(1, 3, H, W) -> (1, 3, H, W) tile by tile (see the module docstring); output on the CPU."""
+                        stats_size: int = 1024, code: torch.Tensor | None = None) -> torch.Tensor:
+        """(1, 3, H, W) -> (1, 3, H, W) tile by tile (see the module docstring), one ``code`` for every tile;
+        output on the CPU."""
         m = self.size_multiple
         tile = max(m, tile - tile % m)
         overlap = min(overlap, tile // 2)
@@ -235,7 +265,7 @@ class Translator:
         scale = min(1.0, stats_size / max(h, w))
         small = x if scale == 1.0 else F.interpolate(x, scale_factor=scale, mode="area")
         with self._norm.recording():
-            self.translate_tensor(small)
+            self.translate_tensor(small, code)
         out = torch.zeros(1, 3, h, w)
         weight = torch.zeros(1, 1, h, w)
         with self._norm.imposing():
@@ -255,30 +285,34 @@ class Translator:
                     if left + tw == w:
                         wx[tw // 2:] = 1.0
                     win = (wy[:, None] * wx[None, :])[None, None]
-                    out[..., top:top + th, left:left + tw] += self.translate_tensor(patch).cpu() * win
+                    out[..., top:top + th, left:left + tw] += self.translate_tensor(patch, code).cpu() * win
                     weight[..., top:top + th, left:left + tw] += win
         return out / weight
 
-    def __call__(self, image, tile: int | None = None, overlap: int = 64):
-        """PIL image -> PIL image (same size), or tensor (N,3,H,W)/(3,H,W) in [-1,1] -> tensor."""
+    def __call__(self, image, tile: int | None = None, overlap: int = 64, style=None):
+        """PIL image -> PIL image (same size), or tensor (N,3,H,W)/(3,H,W) in [-1,1] -> tensor. ``style``: a style
+        image (PIL or tensor) or code for a style-coded model, see :meth:`style_code` (None: the mean code)."""
+        code = None if style is None else self.style_code(style)
         if isinstance(image, torch.Tensor):
             batch = image if image.dim() == 4 else image[None]
             if tile:
-                out = torch.cat([self.translate_tiled(b[None], tile, overlap) for b in batch])
+                out = torch.cat([self.translate_tiled(b[None], tile, overlap, code=code) for b in batch])
             else:
-                out = self.translate_tensor(batch)
+                out = self.translate_tensor(batch, code)
             return out if image.dim() == 4 else out[0]
         x = pil_to_tensor(image)
-        y = self.translate_tiled(x, tile, overlap) if tile else self.translate_tensor(x)
+        y = self.translate_tiled(x, tile, overlap, code=code) if tile else self.translate_tensor(x, code)
         return tensor_to_pil(y[0])
 
     def translate_folder(self, input_path: str | Path, output_dir: str | Path, fmt: str = "png",
                          overwrite: bool = False, size: int | None = None, max_size: int | None = None,
                          batch_size: int = 1, tile: int | None = None, overlap: int = 64,
-                         max_pixels: int | None = None, progress: bool = False) -> Summary:
-        """Translate a file or every image under a folder into ``output_dir``, mirroring sub-folders."""
+                         max_pixels: int | None = None, progress: bool = False,
+                         code: torch.Tensor | None = None) -> Summary:
+        """Translate a file or every image under a folder into ``output_dir``, mirroring sub-folders; ``code``:
+        one style code (:meth:`style_code`) for every image."""
         return translate_folder(self, input_path, output_dir, fmt, overwrite, size, max_size, batch_size, tile,
-                                overlap, max_pixels, progress)
+                                overlap, max_pixels, progress, code)
 
 
 def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image.Image:
@@ -295,7 +329,7 @@ def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image
 
 def translate_folder(translator: Translator, input_path, output_dir, fmt="png", overwrite=False, size=None,
                      max_size=None, batch_size=1, tile=None, overlap=64, max_pixels=None,
-                     progress=False) -> Summary:
+                     progress=False, code=None) -> Summary:
     from tqdm.auto import tqdm
 
     if fmt not in FORMATS:
@@ -314,7 +348,7 @@ def translate_folder(translator: Translator, input_path, output_dir, fmt="png", 
     def flush():
         if not pending:
             return
-        out = translator.translate_tensor(torch.cat([x for _, x in pending]))
+        out = translator.translate_tensor(torch.cat([x for _, x in pending]), code)
         for (target, _), y in zip(pending, out):
             _save(tensor_to_pil(y), target)
         summary.n_done += len(pending)
@@ -337,7 +371,7 @@ def translate_folder(translator: Translator, input_path, output_dir, fmt="png", 
             continue
         x = pil_to_tensor(resized(image, size, max_size))
         if tile:
-            _save(tensor_to_pil(translator.translate_tiled(x, tile, overlap)[0]), target)
+            _save(tensor_to_pil(translator.translate_tiled(x, tile, overlap, code=code)[0]), target)
             summary.n_done += 1
             continue
         if pending and pending[0][1].shape != x.shape:

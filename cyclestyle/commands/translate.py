@@ -26,6 +26,13 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--tile-overlap", type=int, default=64, metavar="M", help="overlap of neighbouring tiles")
     p.add_argument("--format", choices=("png", "jpg", "webp"), default="png", help="output image format")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    style = p.add_mutually_exclusive_group()
+    style.add_argument("--style-image", default=None, metavar="FILE",
+                       help="style-coded models: translate in the style of this painting (default: the domain's "
+                            "mean style)")
+    style.add_argument("--style-folder", default=None, metavar="DIR",
+                       help="style-coded models: one output folder per painting in DIR (OUTPUT/STYLE/...)")
+    p.add_argument("--style-mean", action="store_true", help="with --style-folder: one output, in their mean style")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,15 +43,34 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.input).exists():
         raise FileNotFoundError(f"--input {args.input} does not exist")
+    if args.style_mean and not args.style_folder:
+        raise FileNotFoundError("--style-mean needs --style-folder DIR (the paintings whose mean style is used)")
     translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision, args.checkpoint_b)
-    summary = translator.translate_folder(args.input, args.output, fmt=args.format, overwrite=args.overwrite,
-                                          size=args.size, max_size=args.max_size, batch_size=args.batch_size,
-                                          tile=args.tile, overlap=args.tile_overlap, progress=True)
-    print(f"translated {summary.n_done} image(s) in {summary.seconds:.1f} s "
-          f"({summary.images_per_second:.2f} img/s) into {args.output}"
-          + (f"; {summary.n_existing} already there (--overwrite to redo)" if summary.n_existing else ""))
-    if summary.skipped:
-        print(f"skipped {len(summary.skipped)} file(s):", file=sys.stderr)
-        for path, why in summary.skipped:
-            print(f"  {path}: {why}", file=sys.stderr)
+    runs = [(args.output, None)]  # (output folder, style code)
+    if args.style_image or args.style_folder:
+        from cyclestyle.data import DataError, ImageReadError, list_inputs, load_image
+
+        option = "--style-image" if args.style_image else "--style-folder"
+        files = ([Path(args.style_image)] if args.style_image else
+                 [f for f, _ in list_inputs(args.style_folder, option, folder_only=True, require=True)])
+        try:
+            images = [load_image(f) for f in files]
+        except ImageReadError as err:
+            raise DataError(f"{option}: {err}") from None
+        codes = translator.style_code(images, mean=args.style_mean)
+        if args.style_mean or args.style_image:
+            runs = [(args.output, codes)]
+        else:
+            runs = [(Path(args.output) / f.stem, code[None]) for f, code in zip(files, codes)]
+    for output, code in runs:
+        summary = translator.translate_folder(args.input, output, fmt=args.format, overwrite=args.overwrite,
+                                              size=args.size, max_size=args.max_size, batch_size=args.batch_size,
+                                              tile=args.tile, overlap=args.tile_overlap, progress=True, code=code)
+        print(f"translated {summary.n_done} image(s) in {summary.seconds:.1f} s "
+              f"({summary.images_per_second:.2f} img/s) into {output}"
+              + (f"; {summary.n_existing} already there (--overwrite to redo)" if summary.n_existing else ""))
+        if summary.skipped:
+            print(f"skipped {len(summary.skipped)} file(s):", file=sys.stderr)
+            for path, why in summary.skipped:
+                print(f"  {path}: {why}", file=sys.stderr)
     return 0

@@ -1,0 +1,130 @@
+"""Style-coded generators (model.style_code=learned): the code steers the output, one code tiles like the whole
+image, the mean code is the default everywhere, and translate takes --style-image / --style-folder."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cyclestyle import checkpoint, nets
+from cyclestyle.cli import main
+from cyclestyle.config import ConfigError, ModelConfig
+from cyclestyle.data import pil_to_tensor
+from cyclestyle.translate import NO_CODES, Translator
+from tests.test_translate import smooth_image
+
+
+def coded_generator(seed=0, generator="resnet_6blocks", ngf=4):
+    """A style-coded generator whose FiLM layers are random (a fresh one starts as the identity) and whose
+    mean code is set, as after training."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(generator=generator, ngf=ngf, style_code="learned", init_gain=0.02)
+    net = nets.build_generator(cfg)
+    for film in net.films():
+        torch.nn.init.normal_(film.weight, 0, 0.3)
+    net.track_mean(torch.randn(3, cfg.style_dim))
+    return net.eval(), cfg
+
+
+def coded_export(path, seed=0):
+    gen_ab, cfg = coded_generator(seed)
+    gen_ba, _ = coded_generator(seed + 1)
+    return checkpoint.save_generators(path, {"gen_ab": gen_ab, "gen_ba": gen_ba}, dataclasses.asdict(cfg), step=3,
+                                      ema=False, extra={"crop_size": 32})
+
+
+def test_the_code_steers_the_output_and_the_mean_code_is_the_default():
+    net, cfg = coded_generator()
+    x = torch.rand(2, 3, 32, 36) * 2 - 1
+    style = torch.rand(2, 3, 40, 40) * 2 - 1
+    with torch.no_grad():
+        codes = net(style, encode_only=True)
+        assert codes.shape == (2, cfg.style_dim)
+        assert torch.allclose(codes.norm(dim=1), torch.full((2,), cfg.style_dim ** 0.5))
+        a, b = net(x, style=codes[:1]), net(x, style=codes[1:])
+        assert (a - b).abs().mean() > 1e-3  # another code, another output
+        assert torch.equal(net(x, style=style), net(x, style=codes))  # images are encoded in the forward
+        assert torch.equal(net(x), net(x, style=net.mean_code[None]))
+    fresh = nets.build_generator(cfg)
+    with torch.no_grad():  # zero-initialised FiLM: an untrained coded generator ignores the code
+        assert torch.equal(fresh(x, style=codes[:1]), fresh(x, style=codes[1:]))
+    assert nets.build_generator(ModelConfig(generator="unet_128", ngf=2, style_code="learned")).films()
+
+
+def test_one_code_tiles_like_the_whole_image(tmp_path):
+    t = Translator.load(coded_export(tmp_path / "g.safetensors"), device="cpu")
+    x = pil_to_tensor(smooth_image(256, 192, seed=3))
+    code = t.style_code(Image.effect_noise((48, 48), 80).convert("RGB"))
+    whole = t.translate_tensor(x, code)
+    tiled = t.translate_tiled(x, tile=128, overlap=48, code=code)
+    diff = (whole - tiled).abs() * 127.5
+    assert diff.mean() < 1.0 and diff.max() < 16  # the tolerance of plain models' tiling (test_translate)
+    other = t.translate_tiled(x, tile=128, overlap=48, code=-code)
+    assert (other - tiled).abs().mean() * 127.5 > 4 * diff.mean()  # the code matters more than the tiling
+
+
+def test_translate_with_style_image_folder_and_mean(tmp_path, capsys):
+    export = coded_export(tmp_path / "run" / "generators" / "last.safetensors")
+    photos, styles = tmp_path / "photos", tmp_path / "styles"
+    photos.mkdir()
+    styles.mkdir()
+    smooth_image(40, 32, seed=1).save(photos / "p.png")
+    for i, name in enumerate(("water_lilies", "haystacks")):
+        Image.effect_noise((36, 36), 30 + 60 * i).convert("RGB").save(styles / f"{name}.png")
+    run = ["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(photos), "--precision", "fp32"]
+    assert main([*run, "--output", str(tmp_path / "plain")]) == 0
+    assert main([*run, "--output", str(tmp_path / "one"), "--style-image", str(styles / "haystacks.png")]) == 0
+    assert main([*run, "--output", str(tmp_path / "each"), "--style-folder", str(styles)]) == 0
+    assert main([*run, "--output", str(tmp_path / "mean"), "--style-folder", str(styles), "--style-mean"]) == 0
+
+    def pixels(image):
+        return torch.from_numpy(np.asarray(Image.open(image) if not isinstance(image, Image.Image) else image,
+                                           dtype=np.float32))
+
+    one, each = pixels(tmp_path / "one" / "p.png"), pixels(tmp_path / "each" / "haystacks" / "p.png")
+    lilies, mean = pixels(tmp_path / "each" / "water_lilies" / "p.png"), pixels(tmp_path / "mean" / "p.png")
+    assert torch.equal(one, each)  # the same painting, the same code
+    assert (lilies - each).abs().mean() > 1 and (mean - each).abs().mean() > 0.1
+    t = Translator.load(export, device="cpu")
+    photo = Image.open(photos / "p.png")
+    assert torch.equal(pixels(tmp_path / "plain" / "p.png"), pixels(t(photo)))
+    assert torch.equal(one, pixels(t(photo, style=Image.open(styles / "haystacks.png"))))
+    capsys.readouterr()
+    assert main([*run, "--output", str(tmp_path / "x"), "--style-image", str(styles / "missing.png")]) == 2
+    assert "--style-image" in capsys.readouterr().err
+
+
+def test_a_plain_model_refuses_a_style_image(tmp_path, capsys):
+    from tests.test_translate import make_export
+
+    path, _ = make_export(tmp_path / "plain.safetensors")
+    Image.effect_noise((36, 36), 30).convert("RGB").save(tmp_path / "s.png")
+    smooth_image(40, 32).save(tmp_path / "p.png")
+    assert main(["translate", "--checkpoint", str(path), "--input", str(tmp_path / "p.png"), "--output",
+                 str(tmp_path / "o"), "--style-image", str(tmp_path / "s.png")]) == 2
+    assert NO_CODES in capsys.readouterr().err
+    with pytest.raises(checkpoint.CheckpointError, match="has no style codes"):
+        Translator.load(path)(Image.open(tmp_path / "p.png"), style=Image.open(tmp_path / "s.png"))
+
+
+def test_style_reference_does_not_apply_to_a_coded_model(tiny_cfg, tmp_path):
+    Image.effect_noise((36, 36), 30).convert("RGB").save(tmp_path / "s.png")
+    with pytest.raises(ConfigError, match="loss.style_reference.*does not apply to a style-coded model"):
+        tiny_cfg("model.style_code=learned", "loss.style_ab=1", f"loss.style_reference={tmp_path / 's.png'}")
+
+
+def test_coded_training_learns_codes_and_tracks_the_mean(tiny_cfg):
+    from cyclestyle.training import train
+
+    result = train(tiny_cfg("model.style_code=learned", "loss.style_ab=1", "loss.vgg_weights=random",
+                            "train.steps=2", "train.decay_steps=1"))
+    gen = result.generators["gen_ab"]
+    assert nets.is_styled(gen) and int(gen.code_count) == 2 and gen.mean_code.abs().sum() > 0
+    assert {"code_ab", "code_ba", "style_ab"} <= set(result.losses)
+    assert any(film.weight.abs().sum() > 0 for film in gen.films())  # the modulation was trained
+    t = Translator.load(result.run_dir, device="cpu")
+    assert t.styled and t.style_size == 32 and torch.equal(t.generator.mean_code, gen.mean_code)
