@@ -128,3 +128,25 @@ def test_coded_training_learns_codes_and_tracks_the_mean(tiny_cfg):
     assert any(film.weight.abs().sum() > 0 for film in gen.films())  # the modulation was trained
     t = Translator.load(result.run_dir, device="cpu")
     assert t.styled and t.style_size == 32 and torch.equal(t.generator.mean_code, gen.mean_code)
+
+
+def test_multi_painter_benchmark_layout_and_scores(tmp_path):
+    pytest.importorskip("skimage", reason="the quality benchmark needs scikit-image (dev extra)")
+    from cyclestyle import quality, quality_styles
+
+    data = tmp_path / "data"
+    manifest = quality_styles.build(data, size=32, n_train=6, n_test=2)
+    painted = sorted(p.name.split("__")[0] for p in (data / "trainB").glob("*.png"))
+    assert painted == sorted(["colour", "oil", "ink"] * 2)  # the painters in turn
+    for painter in manifest["painters"]:
+        ref = data / "references" / f"{painter}.png"
+        # the reference is that painter's painting of a B crop (not of any test photo)
+        assert ref.is_file() and manifest["references"][painter] not in {p.name for p in (data / "testA").glob("*")}
+        for test in (data / "testA").glob("*.png"):
+            truth = quality.read_rgb(data / "testA_painted" / painter / test.name)
+            assert np.array_equal(truth, quality.paint(quality.read_rgb(test), painter))
+    coded_export(tmp_path / "run" / "generators" / "last.safetensors")
+    report = quality_styles.score_model(data, tmp_path / "run")
+    row = report["painters"]["ink"]
+    assert report["styled"] and row["wrong_painter"] == "colour" and row["right"] != row["wrong"]
+    assert "| coded | right |" in quality_styles.format_table([{"name": "coded", **report}])

@@ -1,0 +1,168 @@
+"""The multi-painter ground-truth benchmark: does a style-coded model follow the painting it is given?
+
+Like :mod:`cyclestyle.quality`, but domain B mixes several painters: the B training crops are painted by
+painter ``i % P`` in turn. Every test photo has its truth under each painter, and each painter has one
+reference painting of other content (a B crop, from cells no test crop comes from). A model is scored on
+each painter k:
+
+- ``plain``: its translation (a plain CycleGAN has one style: the blend of the painters) vs truth_k;
+- ``right``: translated with the code of painter k's reference vs truth_k;
+- ``wrong``: with the code of another painter's reference vs truth_k (a model that ignores the code scores
+  the same as ``right``);
+- ``mean``: with the stored mean code vs truth_k (what every command does without a style image).
+
+Run: ``python -m cyclestyle.quality_styles --out runs/styles --steps 600`` trains a plain and a coded model on
+the same data with the same step budget and prints the table (README, "Style codes").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cyclestyle import quality
+
+MANIFEST = "styles.json"
+COMMON = ("model.ngf=16", "model.ndf=16", "data.num_workers=0")  # the single-painter sweep's narrow networks
+CODED = ("model.style_code=learned", "loss.style_ab=1", "loss.vgg_weights=random")
+
+
+def build(out: str | Path, painters: Sequence[str] = quality.PAINTERS, size: int = 128, seed: int = 0,
+          n_train: int = 400, n_test: int = 64) -> dict:
+    """Write the benchmark under ``out``: trainA, trainB (painters in turn), testA, testA_painted/PAINTER/,
+    references/PAINTER.png; returns the manifest."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    # The single-painter benchmark's crops (same seed, same photos), built once per painter into scratch folders.
+    scratch = out / "scratch"
+    manifests = {p: quality.build_benchmark(scratch / p, size, seed, n_train, n_test, painter=p) for p in painters}
+    for split in ("trainA", "trainB", "testA", "references", *(f"testA_painted/{p}" for p in painters)):
+        (out / split).mkdir(parents=True, exist_ok=True)
+    first = scratch / painters[0]
+    for file in sorted((first / "trainA").glob("*.png")):
+        shutil.copy(file, out / "trainA" / file.name)
+    for file in sorted((first / "testA").glob("*.png")):
+        shutil.copy(file, out / "testA" / file.name)
+    b_names = sorted(p.name for p in (first / "trainB").glob("*.png"))
+    references = {}
+    for i, name in enumerate(b_names):
+        painter = painters[i % len(painters)]
+        shutil.copy(scratch / painter / "trainB" / name, out / "trainB" / f"{painter}__{name}")
+    for k, painter in enumerate(painters):
+        # the reference: one B crop painted by this painter (B and test crops come from different cells of each
+        # photo, so it is of other content than every test photo)
+        name = b_names[len(b_names) // 2 + k]
+        shutil.copy(scratch / painter / "trainB" / name, out / "references" / f"{painter}.png")
+        references[painter] = name
+        for file in sorted((scratch / painter / "testA_painted").glob("*.png")):
+            shutil.copy(file, out / "testA_painted" / painter / file.name)
+    shutil.rmtree(scratch)
+    manifest = {"size": size, "seed": seed, "n_train": n_train, "n_test": n_test, "painters": list(painters),
+                "references": references, "single_painter_version": quality.BENCHMARK_VERSION,
+                "counts": {p: manifests[p]["counts"] for p in painters}}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def score_model(bench_dir: str | Path, run_dir: str | Path) -> dict:
+    """PSNR per painter of the model in ``run_dir`` (see the module docstring for the four figures)."""
+    from PIL import Image
+
+    from cyclestyle.translate import Translator
+
+    bench_dir = Path(bench_dir)
+    manifest = json.loads((bench_dir / MANIFEST).read_text())
+    painters = manifest["painters"]
+    translator = Translator.load(run_dir, device="cpu", precision="fp32")
+    photos = {f.name: Image.fromarray(quality.read_rgb(f)) for f in sorted((bench_dir / "testA").glob("*.png"))}
+    truth = {p: {n: quality.read_rgb(bench_dir / "testA_painted" / p / n) for n in photos} for p in painters}
+    identity = {p: quality.score([(np.asarray(photos[n]), truth[p][n]) for n in photos])["psnr"] for p in painters}
+
+    def psnr_against(painter: str, style) -> float:
+        pairs = [(np.asarray(translator(photo, style=style)), truth[painter][n]) for n, photo in photos.items()]
+        return quality.score(pairs)["psnr"]
+
+    rows = {}
+    for k, painter in enumerate(painters):
+        row = {"identity": identity[painter], "plain_or_mean": psnr_against(painter, None)}
+        if translator.styled:
+            reference = Image.open(bench_dir / "references" / f"{painter}.png").convert("RGB")
+            wrong = painters[(k + 1) % len(painters)]
+            row["right"] = psnr_against(painter, reference)
+            row["wrong"] = psnr_against(painter, Image.open(bench_dir / "references" / f"{wrong}.png").convert("RGB"))
+            row["wrong_painter"] = wrong
+        rows[painter] = row
+    return {"styled": translator.styled, "painters": rows}
+
+
+def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], steps: int, seed: int = 0,
+        name: str = "run") -> dict:
+    """Train on the benchmark with ``overrides`` (after the benchmark's own settings), score, report."""
+    from cyclestyle import config as config_lib
+    from cyclestyle.training import train
+
+    bench_dir, run_dir = Path(bench_dir), Path(run_dir)
+    size = json.loads((bench_dir / MANIFEST).read_text())["size"]
+    cfg = config_lib.load_config(None, [*quality.quality_overrides(bench_dir, run_dir, size, steps, seed),
+                                        *overrides])
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    started = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - started
+    return {"name": name, "overrides": list(overrides), "steps": steps, "seed": seed,
+            "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir), "machine": quality.machine()}
+
+
+def format_table(reports: Sequence[dict]) -> str:
+    """Markdown: per painter, PSNR in dB of each figure of each report."""
+    painters = list(reports[0]["painters"])
+    lines = ["| model | figure | " + " | ".join(painters) + " | mean |", "|---|---|" + "---|" * (len(painters) + 1)]
+    for report in reports:
+        figures = ["identity", "plain_or_mean"] + (["right", "wrong"] if report["styled"] else [])
+        for figure in figures:
+            values = [report["painters"][p][figure] for p in painters]
+            label = {"plain_or_mean": "mean code" if report["styled"] else "translation"}.get(figure, figure)
+            lines.append(f"| {report['name']} | {label} | " + " | ".join(f"{v:.2f}" for v in values)
+                         + f" | {np.mean(values):.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cyclestyle.quality_styles", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/styles"))
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--data-seed", type=int, default=0, help="seed of the benchmark's crops")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--n-train", type=int, default=400)
+    parser.add_argument("--n-test", type=int, default=64)
+    parser.add_argument("--only", choices=("plain", "coded"), default=None, help="train one of the two models")
+    parser.add_argument("--reuse-data", action="store_true", help="keep an existing benchmark under --out/data")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="for both models, after the benchmark's")
+    args = parser.parse_args(argv)
+    data = args.out / "data"
+    if not (args.reuse_data and (data / MANIFEST).is_file()):
+        build(data, size=args.size, seed=args.data_seed, n_train=args.n_train, n_test=args.n_test)
+    reports = []
+    for name, extra in (("plain", ()), ("coded", CODED)):
+        if args.only and name != args.only:
+            continue
+        report = run(data, args.out / name, [*COMMON, *extra, *args.overrides], args.steps, args.seed, name)
+        (args.out / f"{name}-seed{args.seed}.json").write_text(json.dumps(report, indent=1) + "\n")
+        reports.append(report)
+        print(format_table([report]), flush=True)
+    print(format_table(reports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
