@@ -58,8 +58,8 @@ def build(out: str | Path, painters: Sequence[str] = quality.PAINTERS, size: int
         shutil.copy(scratch / painter / "trainB" / name, out / "trainB" / f"{painter}__{name}")
     for k, painter in enumerate(painters):
         # the reference: one B crop painted by this painter (B and test crops come from different cells of each
-        # photo, so it is of other content than every test photo)
-        name = b_names[len(b_names) // 2 + k]
+        # photo, so it is of other content than every test photo); spread over the list, so over the photos
+        name = b_names[(2 * k + 1) * len(b_names) // (2 * len(painters))]
         shutil.copy(scratch / painter / "trainB" / name, out / "references" / f"{painter}.png")
         references[painter] = name
         for file in sorted((scratch / painter / "testA_painted").glob("*.png")):
