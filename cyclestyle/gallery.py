@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 from PIL import Image
 
 from cyclestyle.checkpoint import CheckpointError
-from cyclestyle.data import ImageReadError, list_inputs, load_image
+from cyclestyle.data import DataError, ImageReadError, list_inputs, load_image
 
 THUMB_SIZE = 256  # longer side of a thumbnail, px
 METRICS_FILE = "metrics.json"  # the file name `cyclestyle evaluate` writes by default
@@ -132,13 +132,14 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
                   direction: str = "a2b", reconstruction: bool = False, max_size: int | None = 512,
                   limit: int | None = None, device: str = "auto",
                   evaluation_files: Mapping[str, str | Path] | None = None, title: str | None = None,
-                  checkpoint_b: str | Path | None = None) -> Path:
+                  checkpoint_b: str | Path | None = None, styles: Sequence[str | Path] = ()) -> Path:
     """Translate every image of ``input_dir`` with each checkpoint and write ``output_dir/index.html``.
 
     ``direction``: a2b or b2a; ``reconstruction``: also translate back (A->B->A); ``max_size``: inputs are
     downscaled so their longer side is at most this (None: original size); ``limit``: the first N readable images
     only; ``evaluation_files``: checkpoint (as given) -> report, overriding the default location;
-    ``checkpoint_b``: with one reference ``.pth`` checkpoint, the G_B file of its b2a direction.
+    ``checkpoint_b``: with one reference ``.pth`` checkpoint, the G_B file of its b2a direction; ``styles``: style
+    paintings: each style-coded checkpoint gets one column per painting (photos x styles), plain ones one column.
     Unreadable images are skipped and listed on the page. Returns the page's path.
     """
     from cyclestyle.translate import Translator, resized
@@ -162,6 +163,14 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
         translators.append((forward, backward))
         infos.append(describe_checkpoint(ckpt, k, forward.meta, (evaluation_files or {}).get(str(ckpt))))
     _dedupe_labels(infos)
+    try:
+        paintings = [(Path(s).stem, load_image(s)) for s in styles]
+    except ImageReadError as err:
+        raise DataError(f"--style-image: {err}") from None
+    # per checkpoint: (column suffix, slug suffix, code); plain models and no styles: one column, no code
+    columns = [[(f", style {name}", f"-style{j}", forward.style_code(painting)) for j, (name, painting)
+                in enumerate(paintings)] if forward.styled and paintings else [("", "", None)]
+               for forward, _ in translators]
 
     out.mkdir(parents=True, exist_ok=True)
     root = Path(input_dir).expanduser()
@@ -178,14 +187,15 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
         rel = f"{i:03d}"
         row = Row(str(file.relative_to(root)), image.size)
         row.cells.append(("input", f"{rel}/input", _save_pair(image, out, f"{rel}/input")))
-        for info, (forward, backward) in zip(infos, translators):
-            translated = forward(image)
-            row.cells.append((f"{info.label} ({direction})", f"{rel}/{info.slug}",
-                              _save_pair(translated, out, f"{rel}/{info.slug}")))
-            if backward is not None:
-                name = f"{rel}/{info.slug}-reconstruction"
-                row.cells.append((f"{info.label} ({direction} then {back})", name,
-                                  _save_pair(backward(translated), out, name)))
+        for info, (forward, backward), styled in zip(infos, translators, columns):
+            for suffix, slug, code in styled:
+                translated = forward(image, style=code)
+                row.cells.append((f"{info.label} ({direction}{suffix})", f"{rel}/{info.slug}{slug}",
+                                  _save_pair(translated, out, f"{rel}/{info.slug}{slug}")))
+                if backward is not None:
+                    name = f"{rel}/{info.slug}{slug}-reconstruction"
+                    row.cells.append((f"{info.label} ({direction}{suffix} then {back})", name,
+                                      _save_pair(backward(translated), out, name)))
         rows.append(row)
     page = out / "index.html"
     tmp = page.with_name(f".{page.name}.tmp")
@@ -285,6 +295,8 @@ def render_page(rows: list[Row], infos: list[CheckpointInfo], skipped: list[tupl
         head.append(f"<th>{_e(info.label)}</th>")
         if reconstruction:
             head.append(f"<th>{_e(info.label)} reconstruction</th>")
+    if rows and len(rows[0].cells) != len(head) - 1:  # style columns: name them by their captions
+        head = ["<th>image</th>"] + [f"<th>{_e(caption)}</th>" for caption, _, _ in rows[0].cells]
     body = []
     for row in rows:
         cells = [f'<td class="name">{_e(row.name)}</td>']

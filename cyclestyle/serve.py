@@ -132,18 +132,31 @@ class Demo:
             raise UploadError("The image could not be decoded (truncated or corrupt file?): try another "
                               "one.") from None
 
-    def translate_image(self, image: Image.Image, direction: str, side: int) -> Image.Image:
-        """Downscale so the longer side is at most ``side`` (capped at ``max_side``), then translate."""
+    @property
+    def styled(self) -> bool:
+        """Whether the model takes a style painting (model.style_code): the page then offers an upload for one."""
+        return any(t.styled for t in self.translators.values())
+
+    def translate_image(self, image: Image.Image, direction: str, side: int,
+                        style: Image.Image | None = None) -> Image.Image:
+        """Downscale so the longer side is at most ``side`` (capped at ``max_side``), then translate (in the
+        style of the painting ``style``, for a style-coded model)."""
         if direction not in self.translators:
             raise UploadError(f"Unknown direction {direction!r}: choose {' or '.join(self.translators)}.")
+        if style is not None and not self.translators[direction].styled:
+            raise UploadError("This model does not take a style painting (it was trained without style codes); "
+                              "remove the style upload.")
         side = max(MIN_SIDE, min(int(side), self.max_side))
         image = resized(image, None, side)
         tile = TILE if max(image.size) > TILE_ABOVE else None
-        return self.translators[direction](image, tile=tile, overlap=TILE_OVERLAP)
+        return self.translators[direction](image, tile=tile, overlap=TILE_OVERLAP, style=style)
 
-    def translate_file(self, path: str | Path, direction: str, side: int) -> Path:
-        """Translate an uploaded file; returns the result's PNG (kept for download)."""
-        result = self.translate_image(self.open_upload(path), direction, side)
+    def translate_file(self, path: str | Path, direction: str, side: int, style_path: str | Path | None = None
+                       ) -> Path:
+        """Translate an uploaded file (with an uploaded style painting); returns the result's PNG (kept for
+        download)."""
+        style = self.open_upload(style_path) if style_path else None
+        result = self.translate_image(self.open_upload(path), direction, side, style)
         stem = re.sub(r"[^\w-]+", "_", Path(path).stem)[:40] or "image"
         target = self.results_dir / f"{stem}-{direction}-{uuid.uuid4().hex[:8]}.png"
         result.save(target, "PNG")
@@ -171,12 +184,12 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
     """The page: file drop, direction, size slider, button; result image and download."""
     default_side = max(MIN_SIDE, min(default_side, demo.max_side))
 
-    def run(upload, direction, side):
+    def run(upload, direction, side, style=None):
         path = _upload_path(upload)
         if not path:
             raise gr.Error("Upload a photo first.")
         try:
-            result = demo.translate_file(path, direction, side)
+            result = demo.translate_file(path, direction, side, _upload_path(style))
         except UploadError as err:
             raise gr.Error(str(err)) from None
         return str(result), str(result)
@@ -194,6 +207,10 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
                                      elem_id="direction")
                 side = gr.Slider(MIN_SIDE, demo.max_side, value=default_side, step=1,
                                  label="Output size: longer side at most (px)", elem_id="side")
+                inputs = [upload, direction, side]
+                if demo.styled:
+                    inputs.append(gr.File(label="Style painting (optional: else the domain's mean style)",
+                                          file_types=["image"], elem_id="style"))
                 button = gr.Button("Translate", variant="primary", elem_id="translate")
             with gr.Column():
                 # No share button: sharing uploads to a third-party service.
@@ -201,7 +218,7 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
                                               interactive=False, format="png", elem_id="result",
                                               buttons=["download", "fullscreen"], show_share_button=False))
                 download = gr.File(label="Download (PNG)", interactive=False, elem_id="download")
-        button.click(run, [upload, direction, side], [result, download])
+        button.click(run, inputs, [result, download])
     # One translation at a time, so that two uploads do not both hold a large image's activations.
     queue_args = _accepted(blocks.queue, default_concurrency_limit=1, concurrency_count=1, max_size=QUEUE_SIZE)
     if not {"default_concurrency_limit", "concurrency_count"} & set(queue_args):

@@ -301,4 +301,6 @@ def test_web_demo_offers_the_directions_a_file_holds(tmp_path):
         demo.translate_image(photo, "b2a", 64)
     g_b = save_pth(resnet_reference_state(seed=2), tmp_path / "latest_net_G_B.pth")
     both = serve.Demo(g_a, device="cpu", results_dir=tmp_path / "r2", checkpoint_b=g_b)
-    assert set(both.translators) == {"a2b", "b2a"}
+    assert set(both.translators) == {"a2b", "b2a"} and not both.styled
+    with pytest.raises(serve.UploadError, match="does not take a style painting"):
+        both.translate_image(photo, "a2b", 64, style=photo)

@@ -96,6 +96,13 @@ def test_translate_with_style_image_folder_and_mean(tmp_path, capsys):
     capsys.readouterr()
     assert main([*run, "--output", str(tmp_path / "x"), "--style-image", str(styles / "missing.png")]) == 2
     assert "--style-image" in capsys.readouterr().err
+    # gallery: photos x styles
+    assert main(["gallery", "--checkpoint", str(tmp_path / "run"), "--input", str(photos), "--output",
+                 str(tmp_path / "gallery"), "--style-image", str(styles / "water_lilies.png"), "--style-image",
+                 str(styles / "haystacks.png"), "--reconstruction"]) == 0
+    page = (tmp_path / "gallery" / "index.html").read_text()
+    assert "(a2b, style water_lilies)" in page and "(a2b, style haystacks then b2a)" in page
+    assert torch.equal(pixels(tmp_path / "gallery" / "full" / "000" / "ckpt-0-style1.png"), one)
 
 
 def test_a_plain_model_refuses_a_style_image(tmp_path, capsys):
@@ -150,3 +157,52 @@ def test_multi_painter_benchmark_layout_and_scores(tmp_path):
     row = report["painters"]["ink"]
     assert report["styled"] and row["wrong_painter"] == "colour" and row["right"] != row["wrong"]
     assert "| coded | right |" in quality_styles.format_table([{"name": "coded", **report}])
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exports_take_the_code_as_a_second_input(tmp_path, fmt):
+    import json
+
+    from cyclestyle.export import export_model
+
+    coded_export(tmp_path / "g.safetensors")
+    out = export_model(tmp_path / "g.safetensors", tmp_path / f"g.{fmt}", fmt, example_size=(32, 32))
+    t = Translator.load(tmp_path / "g.safetensors", device="cpu")
+    x = pil_to_tensor(smooth_image(44, 36))
+    codes = t.style_code([Image.effect_noise((36, 36), 30 + 60 * i).convert("RGB") for i in range(2)])
+    if fmt == "torchscript":
+        files = {"mean_code": ""}
+        module = torch.jit.load(str(out), _extra_files=files)
+        mean = torch.tensor(json.loads(files["mean_code"]))[None]
+        run = lambda image, code: module(image, code)  # noqa: E731
+    else:
+        ort = pytest.importorskip("onnxruntime")
+        import onnx
+
+        mean = torch.tensor(json.loads({p.key: p.value for p in onnx.load(str(out)).metadata_props}["mean_code"]))[None]
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+        run = lambda image, code: torch.from_numpy(  # noqa: E731
+            session.run(None, {"image": image.numpy(), "code": code.numpy()})[0])
+    for code in (codes[:1], codes[1:], mean):
+        expected = t.generator(x, style=code)
+        assert torch.allclose(run(x, code), expected, atol=1e-4)
+    assert (run(x, codes[:1]) - run(x, codes[1:])).abs().mean() > 1e-3
+    assert torch.allclose(mean, t.generator.mean_code[None], atol=1e-6)
+
+
+def test_web_demo_takes_an_optional_style_painting(tmp_path):
+    serve = pytest.importorskip("cyclestyle.serve")
+    demo = serve.Demo(coded_export(tmp_path / "g.safetensors"), device="cpu", results_dir=tmp_path / "results")
+    assert demo.styled
+    smooth_image(40, 32).save(tmp_path / "p.png")
+    Image.effect_noise((36, 36), 90).convert("RGB").save(tmp_path / "s.png")
+    styled = demo.translate_file(tmp_path / "p.png", "a2b", 64, tmp_path / "s.png")
+    mean = demo.translate_file(tmp_path / "p.png", "a2b", 64)
+    t = Translator.load(tmp_path / "g.safetensors", device="cpu")
+    photo, style = Image.open(tmp_path / "p.png"), Image.open(tmp_path / "s.png")
+    assert np.array_equal(np.asarray(Image.open(styled)), np.asarray(t(photo, style=style)))
+    assert np.array_equal(np.asarray(Image.open(mean)), np.asarray(t(photo)))
+    (tmp_path / "s.txt").write_text("not an image")
+    with pytest.raises(serve.UploadError, match="not an image"):
+        demo.translate_file(tmp_path / "p.png", "a2b", 64, tmp_path / "s.txt")
+    serve.build_blocks(demo)  # the page builds with the style upload

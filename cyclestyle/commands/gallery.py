@@ -20,6 +20,8 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--checkpoint-b", default=None, metavar="PTH",
                    help="with one reference .pth as --checkpoint (its G_A): the G_B file, the b2a direction")
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
+    p.add_argument("--style-image", action="append", default=[], metavar="FILE",
+                   help="style-coded checkpoints: one column per painting (repeat for several)")
     p.add_argument("--reconstruction", action="store_true",
                    help="also show the cycle reconstruction (e.g. A->B->A)")
     p.add_argument("--max-size", type=positive_int, default=512, metavar="N",
@@ -33,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     page = build_gallery(args.input, args.output, args.checkpoint, direction=args.direction,
                          reconstruction=args.reconstruction, max_size=args.max_size, limit=args.limit,
-                         device=args.device, checkpoint_b=args.checkpoint_b)
+                         device=args.device, checkpoint_b=args.checkpoint_b, styles=args.style_image)
     print(f"wrote {page} (open it in a browser; the folder is self-contained)")
     return 0
