@@ -145,6 +145,11 @@ class WarmupEMA:
 
     @torch.no_grad()
     def __call__(self, ema_params: list[torch.Tensor], params: list[torch.Tensor], _num_averaged) -> None:
+        # AveragedModel calls this once per (device, dtype) group; integer buffers (a style-coded generator's
+        # code count) are counters, not weights: they are copied
+        if not ema_params[0].is_floating_point():
+            torch._foreach_copy_(ema_params, params)
+            return
         torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(self.decay, self.step))
 
 

@@ -27,13 +27,13 @@ split = load_config(None, [*overrides, f"train.run_dir={base / 'split'}"])
 train(split, stop_at_step=split.train.steps // 2)
 result = train(split, resume="latest")
 nets = {**result.generators, **result.discriminators}
+shared = torch.load(result.checkpoint / "shared_state.pt", weights_only=True)
 summary = {
     "num_processes": result.num_processes,
     "step": result.step,
     "checkpoints": [str(straight.checkpoint), str(result.checkpoint)],
     "params": {f"{n}.{k}": float(v.double().sum()) for n, m in nets.items() for k, v in m.state_dict().items()},
-    "targets": float(torch.load(result.checkpoint / "shared_state.pt", weights_only=True)
-                     ["style_target_ab"]["gram_0"].double().sum()),
+    "targets": float(shared["style_target_ab"]["gram_0"].double().sum()) if "style_target_ab" in shared else None,
     "pool": float(torch.load(result.checkpoint / f"rank_state_{rank}.pt", weights_only=True)
                   ["pool_a"]["images"].double().sum()),
 }

@@ -59,9 +59,10 @@ CONFIGS = {
     "dropout": ("model.dropout=true",),  # draws from torch's global RNG every step
     "pool_ema_style_mean": ("train.pool_size=2", "train.ema=true", "loss.style_ab=2", "loss.style_ba=1",
                             "loss.vgg_weights=random", "loss.style_target=mean", "model.spectral_norm=true"),
-    # style codes: a per-image style target (style_target=batch) and the codes' running mean
-    "style_codes_r1_hinge": ("loss.style_ab=1", "loss.vgg_weights=random", "loss.style_target=batch",
-                             "loss.r1_gamma=1", "loss.gan_mode=hinge", "model.style_code=learned"),
+    # style codes: a per-image style target (style_target=batch), the codes' running mean, its count under EMA
+    "style_codes_r1_hinge_ema": ("loss.style_ab=1", "loss.vgg_weights=random", "loss.style_target=batch",
+                                 "loss.r1_gamma=1", "loss.gan_mode=hinge", "model.style_code=learned",
+                                 "train.ema=true"),
     "grad_accum_batch2_workers": ("train.grad_accum=2", "train.batch_size=2", "data.num_workers=2",
                                   "model.dropout=true"),
 }
