@@ -72,7 +72,10 @@ class StyledGenerator(nn.Module):
     """A generator whose decoder follows a style code: ``forward(x, style)`` with ``style`` a batch of style
     images (encoded here), of codes (N, style_dim), or None: the target domain's mean code, tracked during
     training (:meth:`track_mean`) and saved with the weights, so every caller that passes only ``x`` gets the
-    domain's average style, as from a plain CycleGAN. ``encode_only=True`` returns the codes of ``x``.
+    domain's average style, as from a plain CycleGAN. ``encode_only=True`` returns the codes of ``x``;
+    ``frozen_encoder=True`` with it: gradients reach ``x`` but not the encoder's weights (the code-reconstruction
+    term trains the generator to carry the code; trained through it, the encoder would collapse to a constant,
+    which makes the term zero).
     """
 
     def __init__(self, net: nn.Module, style_dim: int, encoder_nf: int = 16, momentum: float = 0.999):
@@ -101,7 +104,11 @@ class StyledGenerator(nn.Module):
         rate = max(1.0 / float(self.code_count), 1.0 - self.momentum)
         self.mean_code.lerp_(codes.float().reshape(-1, self.style_dim).mean(0), rate)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None, encode_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor | None = None, encode_only: bool = False,
+                frozen_encoder: bool = False) -> torch.Tensor:
+        if encode_only and frozen_encoder:
+            frozen = {name: p.detach() for name, p in self.encoder.named_parameters()}
+            return torch.func.functional_call(self.encoder, frozen, (x,))
         if encode_only:
             return self.encoder(x)
         code = self.code_of(style, x.shape[0])

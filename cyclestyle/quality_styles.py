@@ -122,6 +122,33 @@ def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], st
             "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir), "machine": quality.machine()}
 
 
+def write_figure(bench_dir: str | Path, run_dir: str | Path, path: str | Path, n_images: int = 2) -> Path:
+    """A PNG: the first row shows each painter's reference painting; then per test photo the photo, its
+    translation with each reference's code, and its truth under each painter."""
+    from PIL import Image
+
+    from cyclestyle.translate import Translator
+
+    bench_dir = Path(bench_dir)
+    painters = json.loads((bench_dir / MANIFEST).read_text())["painters"]
+    translator = Translator.load(run_dir, device="cpu", precision="fp32")
+    refs = [quality.read_rgb(bench_dir / "references" / f"{p}.png") for p in painters]
+    names = sorted(f.name for f in (bench_dir / "testA").glob("*.png"))
+    names = [names[i * len(names) // n_images] for i in range(n_images)]  # spread over the photos
+    blank = np.full_like(refs[0], 255)
+    rows = [np.concatenate([blank, *refs, *[blank] * len(painters)], axis=1)]
+    for name in names:
+        photo = quality.read_rgb(bench_dir / "testA" / name)
+        translated = [np.asarray(translator(Image.fromarray(photo), style=Image.fromarray(r))) for r in refs]
+        truths = [quality.read_rgb(bench_dir / "testA_painted" / p / name) for p in painters]
+        rows.append(np.concatenate([photo, *translated, *truths], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return path
+
+
 def format_table(reports: Sequence[dict]) -> str:
     """Markdown: per painter, PSNR in dB of each figure of each report."""
     painters = list(reports[0]["painters"])
@@ -147,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=64)
     parser.add_argument("--only", choices=("plain", "coded"), default=None, help="train one of the two models")
     parser.add_argument("--reuse-data", action="store_true", help="keep an existing benchmark under --out/data")
+    parser.add_argument("--figure", type=Path, default=None, help="write the coded model's picture here (PNG)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="for both models, after the benchmark's")
     args = parser.parse_args(argv)
     data = args.out / "data"
@@ -160,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{name}-seed{args.seed}.json").write_text(json.dumps(report, indent=1) + "\n")
         reports.append(report)
         print(format_table([report]), flush=True)
+        if name == "coded" and args.figure:
+            write_figure(data, args.out / name, args.figure)
     print(format_table(reports))
     return 0
 

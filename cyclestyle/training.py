@@ -213,7 +213,7 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
                 fakes[direction] = fake = out[:n]
                 fake_logits = disc(fake)  # before the way back: the order autograd sums fake's gradients in
                 rec = back(fake, style=own) if objective.coded else back(fake)
-                codes = (forward(fake, encode_only=True), style) if objective.coded else None
+                codes = (forward(fake, encode_only=True, frozen_encoder=True), style) if objective.coded else None
                 loss, part = objective.generator_terms(
                     direction, real, fake_logits=fake_logits, rec=rec, fake=fake,
                     identity=out[n:] if objective.uses_identity else None, target_real=target_real, codes=codes)

@@ -157,6 +157,8 @@ def test_multi_painter_benchmark_layout_and_scores(tmp_path):
     row = report["painters"]["ink"]
     assert report["styled"] and row["wrong_painter"] == "colour" and row["right"] != row["wrong"]
     assert "| coded | right |" in quality_styles.format_table([{"name": "coded", **report}])
+    figure = np.asarray(Image.open(quality_styles.write_figure(data, tmp_path / "run", tmp_path / "f.png")))
+    assert figure.shape == (3 * 32, 7 * 32, 3)  # references row + 2 photos; photo, 3 translations, 3 truths
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -206,3 +208,12 @@ def test_web_demo_takes_an_optional_style_painting(tmp_path):
     with pytest.raises(serve.UploadError, match="not an image"):
         demo.translate_file(tmp_path / "p.png", "a2b", 64, tmp_path / "s.txt")
     serve.build_blocks(demo)  # the page builds with the style upload
+
+
+def test_code_reconstruction_trains_the_generator_not_the_encoder():
+    net, _ = coded_generator()
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    net(x, encode_only=True, frozen_encoder=True).sum().backward()
+    assert x.grad.abs().sum() > 0 and all(p.grad is None for p in net.encoder.parameters())
+    net(x, encode_only=True).sum().backward()
+    assert all(p.grad is not None for p in net.encoder.parameters())
