@@ -167,7 +167,7 @@ def convert(state: Mapping[str, torch.Tensor], source: str | Path = "state_dict"
     if model_cfg.norm == "none":  # the reference writes these convs without bias: zeros are the same function
         for key, value in expected.items():
             if key.endswith(".bias") and key not in converted:
-                converted[key] = torch.zeros_like(value)
+                converted[key] = torch.zeros(value.shape)  # value is a meta tensor: shape only
     missing = [k for k in expected if k not in converted]
     unexpected = [k for k in converted if k not in expected]
     wrong = [f"{k} {tuple(converted[k].shape)} (expected {tuple(v.shape)})" for k, v in expected.items()

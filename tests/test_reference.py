@@ -304,3 +304,11 @@ def test_web_demo_offers_the_directions_a_file_holds(tmp_path):
     assert set(both.translators) == {"a2b", "b2a"} and not both.styled
     with pytest.raises(serve.UploadError, match="does not take a style painting"):
         both.translate_image(photo, "a2b", 64, style=photo)
+
+
+def test_norm_none_files_have_no_conv_bias():
+    """The reference gives convs a bias only with instance norm: a file without biases is --norm none."""
+    state = {k: v for k, v in resnet_reference_state().items() if not k.endswith(".bias") or k == "model.23.bias"}
+    model_cfg, converted = reference.convert(state, "G.pth")
+    assert model_cfg.norm == "none"
+    assert torch.equal(converted["model.1.bias"], torch.zeros(4)) and "model.23.bias" in converted
