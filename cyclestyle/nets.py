@@ -324,9 +324,6 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
     return net
 
 
-STYLE_CODES = ("none", "learned")
-
-
 def build_generator(model_cfg) -> nn.Module:
     """A generator from a ``ModelConfig`` (or anything with its attributes), initialised; a
     :class:`StyledGenerator` around it when ``model.style_code`` is not ``none``."""
