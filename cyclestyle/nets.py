@@ -68,6 +68,12 @@ class StyleEncoder(nn.Module):
         return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
 
 
+def random_codes(n: int, style_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``n`` codes drawn uniformly on the encoder's sphere (radius sqrt(style_dim)), from torch's global RNG."""
+    z = torch.randn(n, style_dim, device=device)
+    return nn.functional.normalize(z, dim=1) * style_dim ** 0.5
+
+
 class StyledGenerator(nn.Module):
     """A generator whose decoder follows a style code: ``forward(x, style)`` with ``style`` a batch of style
     images (encoded here), of codes (N, style_dim), or None: the target domain's mean code, tracked during

@@ -207,16 +207,22 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
                 inputs = torch.cat([real, target_real]) if objective.uses_identity else real
                 if objective.coded:  # in the style of the step's target-domain images; back with real's own code
                     style, own = forward(target_real, encode_only=True), back(real, encode_only=True)
-                    out = forward(inputs, style=torch.cat([style, style]) if objective.uses_identity else style)
+                    random = nets.random_codes(n, style.shape[1], style.device)
+                    styles = [style] + ([style] if objective.uses_identity else []) + [random]
+                    out = forward(torch.cat([inputs, real]), style=torch.cat(styles))
                 else:
                     out = forward(inputs)
                 fakes[direction] = fake = out[:n]
                 fake_logits = disc(fake)  # before the way back: the order autograd sums fake's gradients in
                 rec = back(fake, style=own) if objective.coded else back(fake)
-                codes = (forward(fake, encode_only=True, frozen_encoder=True), style) if objective.coded else None
+                codes = None
+                if objective.coded:  # the codes read back: of the translation (encoder fixed) and of a random code
+                    read = torch.cat([forward(fake, encode_only=True, frozen_encoder=True),
+                                      forward(out[-n:], encode_only=True)])
+                    codes = (read, torch.cat([style, random]))
                 loss, part = objective.generator_terms(
                     direction, real, fake_logits=fake_logits, rec=rec, fake=fake,
-                    identity=out[n:] if objective.uses_identity else None, target_real=target_real, codes=codes)
+                    identity=out[n:2 * n] if objective.uses_identity else None, target_real=target_real, codes=codes)
             accelerator.backward(loss)
         terms.update(part)
         loss_g = loss_g + loss.detach()
