@@ -57,9 +57,11 @@ def build(out: str | Path, painters: Sequence[str] = quality.PAINTERS, size: int
         painter = painters[i % len(painters)]
         shutil.copy(scratch / painter / "trainB" / name, out / "trainB" / f"{painter}__{name}")
     for k, painter in enumerate(painters):
-        # the reference: one B crop painted by this painter (B and test crops come from different cells of each
-        # photo, so it is of other content than every test photo); spread over the list, so over the photos
-        name = b_names[(2 * k + 1) * len(b_names) // (2 * len(painters))]
+        # the reference: of the B crops this painter painted in trainB, the one with the most contrast (a mostly
+        # flat sky would show little of a style); B and test crops come from different cells of each photo, so
+        # it is of other content than every test photo
+        name = max(b_names[k::len(painters)],
+                   key=lambda n: (quality.read_rgb(scratch / painter / "trainB" / n).std(), n))
         shutil.copy(scratch / painter / "trainB" / name, out / "references" / f"{painter}.png")
         references[painter] = name
         for file in sorted((scratch / painter / "testA_painted").glob("*.png")):
