@@ -43,25 +43,26 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.input).exists():
         raise FileNotFoundError(f"--input {args.input} does not exist")
+    from cyclestyle.data import DataError, ImageReadError, list_inputs, load_image
+
     if args.style_mean and not args.style_folder:
-        raise FileNotFoundError("--style-mean needs --style-folder DIR (the paintings whose mean style is used)")
+        raise DataError("--style-mean needs --style-folder DIR (the paintings whose mean style is used)")
     translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision, args.checkpoint_b)
     runs = [(args.output, None)]  # (output folder, style code)
     if args.style_image or args.style_folder:
-        from cyclestyle.data import DataError, ImageReadError, list_inputs, load_image
-
         option = "--style-image" if args.style_image else "--style-folder"
-        files = ([Path(args.style_image)] if args.style_image else
-                 [f for f, _ in list_inputs(args.style_folder, option, folder_only=True, require=True)])
+        files = ([(Path(args.style_image), Path(Path(args.style_image).name))] if args.style_image else
+                 list_inputs(args.style_folder, option, folder_only=True, require=True))
         try:
-            images = [load_image(f) for f in files]
+            images = [load_image(f) for f, _ in files]
         except ImageReadError as err:
             raise DataError(f"{option}: {err}") from None
         codes = translator.style_code(images, mean=args.style_mean)
         if args.style_mean or args.style_image:
             runs = [(args.output, codes)]
         else:
-            runs = [(Path(args.output) / f.stem, code[None]) for f, code in zip(files, codes)]
+            # one folder per painting, named by its path under DIR without the extension
+            runs = [(Path(args.output) / rel.with_suffix(""), code[None]) for (_, rel), code in zip(files, codes)]
     for output, code in runs:
         summary = translator.translate_folder(args.input, output, fmt=args.format, overwrite=args.overwrite,
                                               size=args.size, max_size=args.max_size, batch_size=args.batch_size,
