@@ -90,19 +90,24 @@ def score_model(bench_dir: str | Path, run_dir: str | Path) -> dict:
     truth = {p: {n: quality.read_rgb(bench_dir / "testA_painted" / p / n) for n in photos} for p in painters}
     identity = {p: quality.score([(np.asarray(photos[n]), truth[p][n]) for n in photos])["psnr"] for p in painters}
 
-    def psnr_against(painter: str, style) -> float:
-        pairs = [(np.asarray(translator(photo, style=style)), truth[painter][n]) for n, photo in photos.items()]
-        return quality.score(pairs)["psnr"]
+    # Each style's translations once: the plain / mean-code ones serve every painter's row, and painter j's
+    # reference serves both its own "right" and the "wrong" of the painter before it.
+    codes: dict[str | None, object] = {None: None}
+    if translator.styled:
+        codes.update({p: translator.style_code(Image.open(bench_dir / "references" / f"{p}.png").convert("RGB"))
+                      for p in painters})
+    translated = {key: {n: np.asarray(translator(photo, style=code)) for n, photo in photos.items()}
+                  for key, code in codes.items()}
+
+    def psnr_against(painter: str, style: str | None) -> float:
+        return quality.score([(translated[style][n], truth[painter][n]) for n in photos])["psnr"]
 
     rows = {}
     for k, painter in enumerate(painters):
         row = {"identity": identity[painter], "plain_or_mean": psnr_against(painter, None)}
         if translator.styled:
-            reference = Image.open(bench_dir / "references" / f"{painter}.png").convert("RGB")
             wrong = painters[(k + 1) % len(painters)]
-            row["right"] = psnr_against(painter, reference)
-            row["wrong"] = psnr_against(painter, Image.open(bench_dir / "references" / f"{wrong}.png").convert("RGB"))
-            row["wrong_painter"] = wrong
+            row.update(right=psnr_against(painter, painter), wrong=psnr_against(painter, wrong), wrong_painter=wrong)
         rows[painter] = row
     return {"styled": translator.styled, "painters": rows}
 

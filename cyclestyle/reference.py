@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from cyclestyle.checkpoint import CheckpointError, save_generators
+from cyclestyle.checkpoint import EXPORT_FORMAT, CheckpointError, save_generators
 from cyclestyle.config import ModelConfig
 from cyclestyle.download import sha256_of
 
@@ -215,7 +215,7 @@ def read_reference(path: str | Path, path_b: str | Path | None = None
         raise CheckpointError(f"{files['a2b']} is {a.generator} (ngf {a.ngf}) but {files['b2a']} is {b.generator} "
                               f"(ngf {b.ngf}): one generators file holds one architecture; import them separately")
     model = dataclasses.asdict(next(iter(configs.values())))
-    meta = {"format": "cyclestyle-generators", "model": model, "step": "0", "ema": "false",
+    meta = {"format": EXPORT_FORMAT, "model": model, "step": "0", "ema": "false",
             "imported_from": REFERENCE_REPO, "source": source}
     return weights, meta
 
@@ -230,6 +230,6 @@ def import_reference(path: str | Path, output: str | Path, path_b: str | Path | 
     for name, state in weights.items():
         generators[name] = nets.build_generator(ModelConfig(**meta["model"]))
         generators[name].load_state_dict(state)
-    info = {"imported_from": REFERENCE_REPO, "source": meta["source"], **(extra or {})}
-    written = save_generators(output, generators, meta["model"], step=0, ema=False, extra=info)
+    info = {key: meta[key] for key in ("imported_from", "source")}
+    written = save_generators(output, generators, meta["model"], step=0, ema=False, extra={**info, **(extra or {})})
     return written, meta
