@@ -40,6 +40,7 @@ class ModelConfig:
     d_layers: int = 3  # PatchGAN depth; 3 gives the 70x70 receptive field
     norm: str = "instance"  # instance | none
     upsample: str = "deconv"  # generator decoder: resize (nearest x2 + conv) | deconv (transposed conv)
+    unet_max_mult: int = 8  # U-Net: widest level = ngf * this (8: the reference's 512 channels at ngf 64)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
     style_code: str = "none"  # none (CycleGAN) | learned: a style encoder and a decoder modulated by its code
@@ -205,6 +206,9 @@ def validate(cfg: Config) -> None:
     for key in ("train.beta1", "train.beta2", "train.ema_decay"):
         if not 0.0 <= get(cfg, key) < 1.0:
             fail(key, f"must be in [0, 1), got {get(cfg, key)}")
+    if cfg.model.unet_max_mult not in (1, 2, 4, 8):
+        fail("model.unet_max_mult", f"must be 1, 2, 4 or 8 (the widest U-Net level is ngf times this), "
+             f"got {cfg.model.unet_max_mult}")
     if cfg.train.decay_steps > cfg.train.steps:
         fail("train.decay_steps", f"({cfg.train.decay_steps}) cannot exceed train.steps ({cfg.train.steps})")
     if cfg.data.crop_size > cfg.data.load_size:

@@ -45,3 +45,36 @@ def resolve_precision(requested: str, cpu: bool = False) -> str:
     if torch.cuda.is_available() and not cpu:
         return "bf16" if native_bf16(torch.device("cuda")) else "fp16"
     return "bf16" if native_bf16(torch.device("cpu")) else "no"
+
+
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8", "avx_vnni")
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """The CPU's model name, its core count and the instruction-set flags that decide the speed of each
+    precision (bf16 is native only with avx512_bf16 or AMX; see :func:`native_bf16`), read from
+    /proc/cpuinfo where there is one (Linux), else from ``platform``."""
+    import os
+
+    model, flags = None, set()
+    try:
+        with open(cpuinfo) as f:
+            for line in f:  # the first core's lines describe them all
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key == "model name" and model is None:
+                    model = value
+                elif key in ("flags", "Features"):  # x86 | Arm
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    model = model or platform.processor() or platform.machine()
+    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in SPEED_FLAGS if f in flags],
+            "native_bf16": native_bf16(torch.device("cpu"))}
+
+
+def describe_cpu() -> str:
+    """One line for benchmark tables, e.g. ``AMD EPYC, 2 cores, flags avx2 (no native bf16)``."""
+    d = cpu_description()
+    flags = " ".join(d["flags"]) or "none of " + "/".join(SPEED_FLAGS[:5])
+    return f"{d['model']}, {d['cores']} cores, flags {flags} ({'native' if d['native_bf16'] else 'no native'} bf16)"

@@ -219,17 +219,24 @@ class UnetBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    """U-Net with ``num_downs`` stride-2 levels (7 for 128 px inputs, 8 for 256 px)."""
+    """U-Net with ``num_downs`` stride-2 levels (7 for 128 px inputs, 8 for 256 px).
+
+    Level widths double from ``ngf`` up to ``ngf * max_mult`` (8 in the reference code: 512 channels at ngf 64
+    from 8x8 down to 1x1). Those deepest levels hold 80% of the parameters and almost none of the FLOPs, and
+    their weight-bound convolutions take half of a CPU training step: ``max_mult`` 4 makes them 4x narrower
+    (README "Speed", the default generator's cost)."""
 
     def __init__(self, in_ch: int = 3, out_ch: int = 3, ngf: int = 64, num_downs: int = 8,
-                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv", style_dim: int = 0):
+                 norm: str = "instance", dropout: bool = False, upsample: str = "deconv", style_dim: int = 0,
+                 max_mult: int = 8):
         super().__init__()
         up = {"norm": norm, "upsample": upsample, "style_dim": style_dim}
-        block = UnetBlock(ngf * 8, ngf * 8, innermost=True, **up)
+        deepest = ngf * min(8, max_mult)
+        block = UnetBlock(deepest, deepest, innermost=True, **up)
         for _ in range(num_downs - 5):
-            block = UnetBlock(ngf * 8, ngf * 8, submodule=block, dropout=dropout, **up)
+            block = UnetBlock(deepest, deepest, submodule=block, dropout=dropout, **up)
         for mult in (4, 2, 1):
-            block = UnetBlock(ngf * mult, ngf * mult * 2, submodule=block, **up)
+            block = UnetBlock(ngf * min(mult, max_mult), ngf * min(mult * 2, max_mult), submodule=block, **up)
         self.model = UnetBlock(out_ch, ngf, in_ch=in_ch, submodule=block, outermost=True, **up)  # no norm: no FiLM
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -295,9 +302,9 @@ class Entry:
     size_multiple: int  # input height and width must be multiples of this
 
 
-GENERATORS: dict[str, Entry] = {
-    "resnet_9blocks": Entry(lambda **kw: ResnetGenerator(n_blocks=9, **kw), 4),
-    "resnet_6blocks": Entry(lambda **kw: ResnetGenerator(n_blocks=6, **kw), 4),
+GENERATORS: dict[str, Entry] = {  # built with ngf, norm, dropout, upsample, style_dim and max_mult (U-Nets only)
+    "resnet_9blocks": Entry(lambda max_mult, **kw: ResnetGenerator(n_blocks=9, **kw), 4),
+    "resnet_6blocks": Entry(lambda max_mult, **kw: ResnetGenerator(n_blocks=6, **kw), 4),
     "unet_128": Entry(lambda **kw: UnetGenerator(num_downs=7, **kw), 128),
     "unet_256": Entry(lambda **kw: UnetGenerator(num_downs=8, **kw), 256),
 }
@@ -336,7 +343,8 @@ def build_generator(model_cfg) -> nn.Module:
     style_code = getattr(model_cfg, "style_code", "none")
     style_dim = model_cfg.style_dim if style_code != "none" else 0
     net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout,
-                                                upsample=model_cfg.upsample, style_dim=style_dim)
+                                                upsample=model_cfg.upsample, style_dim=style_dim,
+                                                max_mult=getattr(model_cfg, "unet_max_mult", 8))
     net = init_weights(net, model_cfg.init, model_cfg.init_gain)
     if style_code == "learned":
         net = StyledGenerator(net, style_dim)

@@ -151,7 +151,8 @@ def infer_model(state: Mapping[str, torch.Tensor], source: str | Path = "state_d
         if depth not in (7, 8):
             raise refuse(f"a U-Net with {depth} levels; cyclestyle builds unet_128 (7) and unet_256 (8)")
         generator, dropout = f"unet_{2 ** depth}", False
-    return ModelConfig(generator=generator, ngf=int(ngf), norm=norm, dropout=dropout, upsample="deconv")
+    return ModelConfig(generator=generator, ngf=int(ngf), norm=norm, dropout=dropout, upsample="deconv",
+                       unet_max_mult=8)
 
 
 def convert(state: Mapping[str, torch.Tensor], source: str | Path = "state_dict"

@@ -75,8 +75,9 @@ def load_generators(path: str | Path, path_b: str | Path | None = None,
     finds (a reference .pth alone holds a2b only)."""
     weights, meta = read_weights(path, path_b)
     try:
-        # Exports written before model.upsample existed used transposed convolutions.
-        model_cfg = ModelConfig(**{"upsample": "deconv", **meta["model"]})
+        # Exports written before model.upsample / model.unet_max_mult existed: transposed convolutions, and the
+        # reference's widths, whatever today's defaults are.
+        model_cfg = ModelConfig(**{"upsample": "deconv", "unet_max_mult": 8, **meta["model"]})
         meta["size_multiple"] = nets.GENERATORS[model_cfg.generator].size_multiple
         loaded = {}
         for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):

@@ -50,6 +50,7 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("train.beta1=1.5", "config key 'train.beta1'"),
     ("loss.style_ab=1 loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),
     ("nokey", "not of the form key=value"),
+    ("model.unet_max_mult=3", "config key 'model.unet_max_mult': must be 1, 2, 4 or 8"),
 ])
 def test_config_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=expected):

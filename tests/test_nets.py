@@ -129,3 +129,23 @@ def test_unet_resize_upsampling_replaces_every_transposed_conv():
     assert not any(isinstance(m, nn.ConvTranspose2d) for m in net.modules())
     assert sum(isinstance(m, nn.Upsample) for m in net.modules()) == 7  # one per level
     assert net(torch.randn(1, 3, 128, 128)).shape == (1, 3, 128, 128)
+
+
+@pytest.mark.parametrize("generator, levels", [("unet_128", 7), ("unet_256", 8)])
+def test_unet_max_mult_caps_the_deepest_levels(generator, levels):
+    """Level widths double from ngf up to ngf * unet_max_mult: 8 gives the reference's widths (and its
+    parameter count, 41.8 M at ngf 64 for unet_128), 4 and 2 narrow only the levels beyond the cap."""
+    def down_widths(net):
+        return [m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+
+    widths = {m: down_widths(nets.build_generator(ModelConfig(generator=generator, ngf=4, unet_max_mult=m)))
+              for m in (8, 4, 2)}
+    assert widths[8] == [4, 8, 16] + [32] * (levels - 3)
+    assert widths[4] == [4, 8, 16] + [16] * (levels - 3)
+    assert widths[2] == [4, 8] + [8] * (levels - 2)
+    for m in (4, 2):
+        net = nets.build_generator(ModelConfig(generator=generator, ngf=4, unet_max_mult=m))
+        size = nets.GENERATORS[generator].size_multiple
+        assert net(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)
+    reference = nets.build_generator(ModelConfig(generator="unet_128", ngf=64))
+    assert sum(p.numel() for p in reference.parameters()) == 41_825_667

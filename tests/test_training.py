@@ -35,6 +35,23 @@ def test_auto_precision_is_bf16_where_the_hardware_has_it():
     assert resolve_precision("fp16") == "fp16" and resolve_precision("no") == "no"
 
 
+def test_cpu_description_names_the_model_and_the_speed_flags(tmp_path):
+    """Benchmarks print the CPU's model and the flags that decide each precision's speed, from /proc/cpuinfo."""
+    from cyclestyle.devices import cpu_description
+
+    xeon = tmp_path / "xeon"
+    xeon.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
+                    "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
+                    "processor\t: 1\nmodel name\t: ignored, the first core describes them all\n")
+    d = cpu_description(str(xeon))
+    assert d["model"] == "Intel(R) Xeon(R) Platinum 8488C"
+    assert d["flags"] == ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    epyc = tmp_path / "epyc"
+    epyc.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu fma avx avx2\n")
+    assert cpu_description(str(epyc))["flags"] == ["avx2"]
+    assert cpu_description(str(tmp_path / "missing"))["model"]  # elsewhere: platform's name, no flags
+
+
 def test_lr_schedule_constant_then_linear_to_zero():
     assert [lr_factor(s, 10, 4) for s in range(11)] == [1, 1, 1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25, 0.0]
     assert lr_factor(5, 10, 0) == 1.0
