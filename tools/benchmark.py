@@ -285,7 +285,7 @@ def main() -> None:
     base = {r["what"]: r["median_s"] for r in rows if r["mode"] == "fp32"}
     if args.reference and rows[0]["flops"] is None:  # the reference's FLOPs are those of the same networks
         same = args.generator == "resnet_9blocks" and args.ngf == 64 and args.style == 0
-        rows[0]["flops"] = next((r["flops"] for r in rows if r["what"] == "train" and same), float("nan"))
+        rows[0]["flops"] = next((r["flops"] for r in rows[1:] if r["what"] == "train" and same), float("nan"))
     print(f"\n{device_name}; torch {torch.__version__}; {args.generator} ngf {args.ngf}, {args.size}x{args.size}, "
           f"batch {args.batch}; measured peak " + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in peaks.items()))
     gpu = any("peak_gpu_mb" in r for r in rows)
