@@ -117,7 +117,8 @@ def run_translation(args) -> dict:
     from cyclestyle.translate import Translator
 
     precision = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "auto": "auto"}[MODES[args.mode][0]]
-    net = build_generator(ModelConfig(generator=args.generator, ngf=args.ngf, unet_max_mult=args.unet_max_mult))
+    model = ModelConfig(generator=args.generator, ngf=args.ngf, unet_max_mult=args.unet_max_mult)
+    net = build_generator(model)
     if MODES[args.mode][1]:
         net = torch.compile(net)
     t = Translator(net, 4, args.device, precision)
@@ -135,7 +136,6 @@ def run_translation(args) -> dict:
         times.append(time.perf_counter() - start)
     flops = FlopCounterMode(display=False)
     with flops:
-        model = ModelConfig(generator=args.generator, ngf=args.ngf, unet_max_mult=args.unet_max_mult)
         Translator(build_generator(model), 4, "cpu", "fp32").translate_tensor(x)
     return {"first_step_s": first, "median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "flops": flops.get_total_flops()}
@@ -153,8 +153,8 @@ def measured_peak(dtype_name: str, device: str, reps: int = 5) -> float:
     if device == "cpu" and dtype == torch.float16:
         dtype = torch.float32  # no fp16 units on CPU
     # emulated bf16 (a CPU without avx512_bf16 or AMX) runs at ~1 GFLOP/s: a 4096^2 matmul would take minutes
-    n, side = (4096, 64) if dtype != torch.bfloat16 or native_bf16(torch.device(device)) else (512, 16)
-    reps = reps if n == 4096 else 1
+    emulated = dtype == torch.bfloat16 and not native_bf16(torch.device(device))
+    n, side, reps = (512, 16, 1) if emulated else (4096, 64, reps)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     x = torch.randn(1, 256, side, side, device=device, dtype=dtype)
     w = torch.randn(256, 256, 3, 3, device=device, dtype=dtype)
@@ -283,7 +283,7 @@ def main() -> None:
                 continue
             rows.append({"what": child, "mode": mode, **json.loads(line[-1][7:])})
     base = {r["what"]: r["median_s"] for r in rows if r["mode"] == "fp32"}
-    if args.reference and rows[0]["flops"] is None:  # the reference's FLOPs are those of the same networks
+    if args.reference:  # the reference's FLOPs are those of the same networks
         same = args.generator == "resnet_9blocks" and args.ngf == 64 and args.style == 0
         rows[0]["flops"] = next((r["flops"] for r in rows[1:] if r["what"] == "train" and same), float("nan"))
     print(f"\n{device_name}; torch {torch.__version__}; {args.generator} ngf {args.ngf}, {args.size}x{args.size}, "
