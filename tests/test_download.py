@@ -114,7 +114,8 @@ def test_model_download_resumes_and_is_ready_to_translate(server, tmp_path, caps
     translator = Translator.load(tmp_path / "models" / "style_monet.safetensors", precision="fp32")
     assert translator.meta["source"]["a2b"]["sha256"] == digest and translator.meta["url"].endswith("style_monet.pth")
     x = torch.rand(1, 3, 32, 40) * 2 - 1
-    assert (translator(x) - resnet_reference_forward(state, x, 6).clamp(-1, 1)).abs().max() < 2e-6
+    # 1e-5: on CPU the ResNet runs channels_last, whose kernels sum in another order than NCHW ones
+    assert (translator(x) - resnet_reference_forward(state, x, 6).clamp(-1, 1)).abs().max() < 1e-5
     # a known checksum that does not match refuses the file
     assert main([*args, "--sha256", "0" * 64]) == 2
     assert "is not the expected" in capsys.readouterr().err

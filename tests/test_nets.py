@@ -149,3 +149,62 @@ def test_unet_max_mult_caps_the_deepest_levels(generator, levels):
         assert net(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)
     reference = nets.build_generator(ModelConfig(generator="unet_128", ngf=64))
     assert sum(p.numel() for p in reference.parameters()) == 41_825_667
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_instance_norm_channels_last_path_equals_torchs(batch):
+    """The per-image batch norm that channels_last inputs take: torch's instance norm, values and gradients."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, 5, 7, 6, dtype=torch.float64)
+    upstream = torch.randn_like(x)
+    fast_in = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    plain_in = x.clone().requires_grad_()
+    fast = nets.InstanceNorm2d(5)(fast_in)
+    plain = nn.functional.instance_norm(plain_in, eps=1e-5)
+    (fast * upstream).sum().backward()
+    (plain * upstream).sum().backward()
+    assert fast.is_contiguous(memory_format=torch.channels_last)  # no conversion back
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fast_in.grad, plain_in.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["resnet_6blocks", "patch"])
+def test_channels_last_networks_compute_what_the_nchw_layers_compute(name):
+    """ResNet generators and PatchGANs run channels_last on CPU (faster, README "Speed"); their outputs and
+    every gradient equal those of the same layers fed NCHW (torch's own instance norm path)."""
+    torch.manual_seed(0)
+    is_gen = name in nets.GENERATORS
+    net = (nets.build_generator(ModelConfig(generator=name, ngf=4)) if is_gen
+           else nets.build_discriminator(ModelConfig(discriminator=name, ndf=4))).double()
+    x = torch.randn(2, 3, 40, 36, dtype=torch.float64)
+    formats = []
+    net.model[1].register_forward_hook(lambda m, i, out: formats.append(out.is_contiguous()))
+    grads = []
+    for forward in (net, net.model):  # net converts to channels_last; net.model runs the layers as given
+        net.zero_grad()
+        y = forward(x)
+        y.square().mean().backward()
+        grads.append((y.detach(), [p.grad.clone() for p in net.parameters()]))
+    assert formats == [False, True]  # channels_last in net(x), NCHW in net.model(x)
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=0, atol=1e-10)
+    for g_fast, g_plain in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(g_fast, g_plain, rtol=1e-9, atol=1e-10)
+
+
+def test_bf16_autocast_keeps_pads_and_norms_in_bf16_and_channels_last():
+    """Under CPU autocast, torch pads in fp32 and instance-normalises channels_last inputs in NCHW: each a
+    conversion there and back. A ResNet generator's pads and norms keep bf16 and channels_last instead, and
+    only the final tanh output leaves the network."""
+    torch.manual_seed(0)
+    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=4))
+    seen = []
+    for m in net.modules():
+        if isinstance(m, (nn.ReflectionPad2d, nn.InstanceNorm2d)):
+            m.register_forward_hook(lambda m, i, out: seen.append(
+                (type(m).__name__, out.dtype, out.is_contiguous(memory_format=torch.channels_last))))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(torch.randn(1, 3, 32, 32))
+    pads = sum(1 for name, *_ in seen if name == "ReflectionPad2d")
+    assert pads == 2 + 2 * 6 and len(seen) == pads + 1 + 2 + 2 * 6 + 2  # norms: stem, downs, blocks, ups
+    assert {(dtype, cl) for _, dtype, cl in seen[1:]} == {(torch.bfloat16, True)}, seen
+    assert y.dtype == torch.bfloat16 and y.shape == (1, 3, 32, 32)

@@ -8,6 +8,9 @@ change unless a commit means it to. When it does mean to, record again and say w
 Float rounding differs between CPUs (AVX2 / AVX-512 / AMX kernels), and Adam's first steps are about
 lr * sign(grad), so a weight whose gradient is ~0 may move the other way: the comparison allows 1e-6
 absolute per element and 0.5% of the elements beyond it. A change of the maths moves most weights by ~lr.
+The biases of layers followed by an instance norm are left out: the norm subtracts them again, so their
+gradient is exactly 0 in exact arithmetic and pure rounding noise in practice; Adam turns that noise into
+steps of ~lr with a CPU-dependent sign (on an AMX Xeon nearly all 575 elements beyond 1e-6 were these).
 """
 
 import sys
@@ -27,7 +30,7 @@ EXTRA = ("model.ngf=4", "model.ndf=4", "train.steps=3", "train.decay_steps=2", "
          "model.spectral_norm=true")
 
 
-def trained_weights(root: Path) -> dict[str, torch.Tensor]:
+def trained_weights(root: Path) -> tuple[dict[str, torch.Tensor], set[str]]:
     from cyclestyle.training import train
 
     data = write_images(root / "A", 4, seed=1), write_images(root / "B", 4, seed=2)
@@ -35,15 +38,30 @@ def trained_weights(root: Path) -> dict[str, torch.Tensor]:
         result = train(load_config(None, tiny_overrides(data, root / "run", *EXTRA)))
     nets = {**result.generators, **result.discriminators}
     return {f"{name}.{key}": value.detach().clone().contiguous() for name, net in nets.items()
-            for key, value in net.state_dict().items() if value.is_floating_point()}
+            for key, value in net.state_dict().items() if value.is_floating_point()}, biases_before_norms(nets)
+
+
+def biases_before_norms(nets: dict) -> set[str]:
+    """``name.key`` of every bias that an instance norm cancels (the layer right after it in a Sequential)."""
+    keys = set()
+    for name, net in nets.items():
+        for prefix, module in net.named_modules():
+            if isinstance(module, torch.nn.Sequential):
+                for i, (layer, after) in enumerate(zip(module, module[1:])):
+                    if isinstance(after, torch.nn.InstanceNorm2d) and getattr(layer, "bias", None) is not None:
+                        keys.add(f"{name}.{prefix}.{i}.bias".replace("..", "."))
+    return keys
 
 
 def test_training_maths_unchanged(tmp_path):
     pinned = load_file(str(PINNED))
-    weights = trained_weights(tmp_path)
+    weights, noise = trained_weights(tmp_path)
     assert weights.keys() == pinned.keys()
+    assert len(noise) > 20 and noise <= weights.keys()
     far = total = 0
     for key, value in weights.items():
+        if key in noise:
+            continue
         far += int(((value - pinned[key]).abs() > 1e-6).sum())
         total += value.numel()
     assert far <= 0.005 * total, f"{far} of {total} weights differ by more than 1e-6 from {PINNED.name}"
@@ -53,5 +71,5 @@ if __name__ == "__main__" and "--record" in sys.argv:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        save_file(trained_weights(Path(tmp)), str(PINNED))
+        save_file(trained_weights(Path(tmp))[0], str(PINNED))
     print(f"recorded {PINNED}")

@@ -180,7 +180,8 @@ def test_imported_generator_translates_as_the_reference_does(tmp_path, kind, kwa
         net, meta = load_generator(path)
         got = net(x)
     assert got.shape == expected.shape == (2, 3, *size)
-    assert (got - expected).abs().max().item() < 2e-6
+    # 1e-5: on CPU the ResNet runs channels_last, whose kernels sum in another order than NCHW ones
+    assert (got - expected).abs().max().item() < 1e-5
     assert expected.std() > 0.05  # a non-trivial function: the comparison can fail
     assert meta["source"]["a2b"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -237,7 +238,7 @@ def test_pairs_and_reference_folders(tmp_path):
         with torch.no_grad():
             for direction, file in (("a2b", g_a), ("b2a", g_b)):
                 want = resnet_reference_forward(torch.load(file), x, 6)
-                assert (loaded[direction][0](x) - want).abs().max() < 2e-6
+                assert (loaded[direction][0](x) - want).abs().max() < 1e-5  # channels_last: another sum order
     with pytest.raises(CheckpointError, match="holds only the a2b generator.*--checkpoint-b G_B.pth"):
         load_generator(g_a, "b2a")
     save_pth(unet_reference_state(), tmp_path / "unet_net_G_B.pth")
@@ -285,7 +286,7 @@ def test_import_then_every_command(tmp_path, capsys):
                  "--direction", "b2a"]) == 0
     x = torch.rand(1, 3, 32, 36) * 2 - 1
     with torch.no_grad():
-        assert (torch.jit.load(str(script))(x) - resnet_reference_forward(torch.load(g_b), x, 6)).abs().max() < 2e-6
+        assert (torch.jit.load(str(script))(x) - resnet_reference_forward(torch.load(g_b), x, 6)).abs().max() < 1e-5
     assert set(Translator.load_all(g_a)) == {"a2b"}  # the web demo then offers a2b only
     assert json.loads(json.dumps(meta["model"]))["generator"] == "resnet_6blocks"
 
