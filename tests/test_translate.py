@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import io
 import os
@@ -14,6 +15,7 @@ from cyclestyle import checkpoint, nets
 from cyclestyle.checkpoint import CheckpointError
 from cyclestyle.config import ModelConfig
 from cyclestyle.data import pil_to_tensor
+from cyclestyle.nets import build_generator
 from cyclestyle.translate import Translator, load_generator
 from tests.conftest import cpu_flags_say_native_bf16
 
@@ -225,3 +227,18 @@ def test_exports_from_before_the_upsample_key_load_as_transposed_convs(tmp_path)
     x = torch.rand(1, 3, 20, 28) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(net(x), gens["gen_ab"].eval()(x))
+
+
+def test_bf16_translation_holds_bf16_weights_and_gives_autocasts_bits():
+    """On CPU a bf16 translator converts its generator's weights once instead of autocast casting them on every
+    call; the translations are the same bits as autocast over the fp32 weights."""
+    torch.manual_seed(0)
+    net = build_generator(ModelConfig(generator="resnet_6blocks", ngf=8))
+    x = torch.rand(2, 3, 36, 44) * 2 - 1
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = net.eval()(x).float()
+    t = Translator(copy.deepcopy(net), 4, "cpu", "bf16")
+    assert {p.dtype for p in t.generator.parameters()} == {torch.bfloat16}
+    got = t.translate_tensor(x)
+    assert got.dtype == torch.float32 and torch.equal(got, expected.clamp(-1, 1))
+    assert (got - Translator(net, 4, "cpu", "fp32").translate_tensor(x)).abs().max() > 0  # bf16 is not fp32
