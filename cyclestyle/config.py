@@ -40,7 +40,7 @@ class ModelConfig:
     d_layers: int = 3  # PatchGAN depth; 3 gives the 70x70 receptive field
     norm: str = "instance"  # instance | none
     upsample: str = "deconv"  # generator decoder: resize (nearest x2 + conv) | deconv (transposed conv)
-    unet_max_mult: int = 8  # U-Net: widest level = ngf * this (8: the reference's 512 channels at ngf 64)
+    unet_max_mult: int = 2  # U-Net: widest level = ngf * this (8: the reference's 512 channels at ngf 64)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
     style_code: str = "none"  # none (CycleGAN) | learned: a style encoder and a decoder modulated by its code

@@ -147,8 +147,10 @@ def test_unet_max_mult_caps_the_deepest_levels(generator, levels):
         net = nets.build_generator(ModelConfig(generator=generator, ngf=4, unet_max_mult=m))
         size = nets.GENERATORS[generator].size_multiple
         assert net(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)
-    reference = nets.build_generator(ModelConfig(generator="unet_128", ngf=64))
+    reference = nets.build_generator(ModelConfig(generator="unet_128", ngf=64, unet_max_mult=8))
     assert sum(p.numel() for p in reference.parameters()) == 41_825_667
+    default = nets.build_generator(ModelConfig(generator="unet_128", ngf=64))  # the default width, 2
+    assert down_widths(default) == [64] + [128] * 6
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cyclestyle import checkpoint
+from cyclestyle import checkpoint, config as config_lib, resume as resume_policy
 from cyclestyle.config import ConfigError
 from cyclestyle.training import train
 from tests.test_training import read_events
@@ -154,3 +154,13 @@ def test_a_damaged_trainer_state_is_named_not_a_traceback(tiny_cfg):
     (folder / "trainer_state.json").write_text('{"step": 2, "conf')
     with pytest.raises(checkpoint.CheckpointError, match=r"step-0000002: trainer_state.json unreadable"):
         train(tiny_cfg("train.steps=4", "train.decay_steps=0"), resume="latest")
+
+
+def test_a_run_saved_before_unet_max_mult_resumes_as_the_width_it_was_trained_with(tiny_cfg):
+    """Configs saved before ``model.unet_max_mult`` existed were trained with 8 (the default then; it is 2 now):
+    resuming one with today's default is refused naming the key, resuming it with 8 goes on."""
+    saved = config_lib.to_dict(tiny_cfg("model.unet_max_mult=8"))
+    del saved["model"]["unet_max_mult"]  # as the config of a checkpoint from before the key holds it
+    refused, applied = resume_policy.compare(saved, tiny_cfg())
+    assert refused == ["model.unet_max_mult: 8 -> 2 (it sets the saved networks' shapes)"] and applied == []
+    assert resume_policy.compare(saved, tiny_cfg("model.unet_max_mult=8")) == ([], [])

@@ -223,6 +223,8 @@ def run_reference(args) -> dict:
 
 
 def main() -> None:
+    from cyclestyle.config import ModelConfig
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
@@ -238,7 +240,8 @@ def main() -> None:
                    help="the Python to run the reference with (it needs torch, torchvision and dominate)")
     p.add_argument("--generator", default="resnet_9blocks")
     p.add_argument("--ngf", type=int, default=64)
-    p.add_argument("--unet-max-mult", type=int, default=8, help="model.unet_max_mult (U-Net generators)")
+    p.add_argument("--unet-max-mult", type=int, default=ModelConfig().unet_max_mult,
+                   help="model.unet_max_mult (U-Net generators)")
     p.add_argument("--style", type=float, default=0.0, help="style loss weight (random VGG); 0 = reference loss set")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu | cuda (translation rows; training follows accelerate)")
