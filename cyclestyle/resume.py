@@ -80,8 +80,7 @@ def _frozen_reason(key: str, old: dict, new: dict) -> str | None:
 def compare(saved: dict, cfg: Config) -> tuple[list[str], list[str]]:
     """(refused, applied): one ``key: old -> new`` line per changed key, refused ones with the reason."""
     old, new = _flatten(saved), _flatten(config_lib.to_dict(cfg))
-    model_keys = any(key.startswith("model.") for key in old)
-    old.update({key: value for key, value in LEGACY_VALUES.items() if key not in old and model_keys})
+    old.update({key: value for key, value in LEGACY_VALUES.items() if key not in old})
     refused, applied = [], []
     for key in sorted(set(old) | set(new)):
         if key in NOT_COMPARED or key not in old or key not in new or old[key] == new[key]:

@@ -188,11 +188,15 @@ class Translator:
         if precision == "fp16" and self.device.type == "cpu":
             raise checkpoint.CheckpointError("fp16 needs a GPU; on CPU use --precision bf16 or fp32")
         self.generator = generator.to(self.device).eval()
-        if precision == "bf16" and self.device.type == "cpu":
-            # The weights held in bf16 (the translator owns its generator): autocast would cast every weight
-            # on every call, 10% of a 256 px ResNet-9 translation on an AMX Xeon; the outputs are the same
-            # bits (autocast stays on for the inputs, and casts bf16 weights to nothing).
-            self.generator.to(torch.bfloat16)
+        if self.device.type == "cpu":
+            # The translator owns its generator: on a CPU its convolution weights are held channels_last, the
+            # order oneDNN computes in (U-Net translation 1.4x in fp32, 1.1x in bf16 on an AMX Xeon; ResNets
+            # unchanged), and in bf16 the weights are held in bf16: autocast would cast every weight on every
+            # call, 10% of a 256 px ResNet-9 translation. The bf16 outputs are autocast's bits (it stays on for
+            # the inputs, and casts bf16 weights to nothing).
+            self.generator.to(memory_format=torch.channels_last)
+            if precision == "bf16":
+                self.generator.to(torch.bfloat16)
         self.size_multiple = size_multiple
         self.precision = precision
         self.meta = meta or {}

@@ -210,3 +210,23 @@ def test_bf16_autocast_keeps_pads_and_norms_in_bf16_and_channels_last():
     assert pads == 2 + 2 * 6 and len(seen) == pads + 1 + 2 + 2 * 6 + 2  # norms: stem, downs, blocks, ups
     assert {(dtype, cl) for _, dtype, cl in seen[1:]} == {(torch.bfloat16, True)}, seen
     assert y.dtype == torch.bfloat16 and y.shape == (1, 3, 32, 32)
+
+
+def test_unet_translates_channels_last_in_bf16_only():
+    """The U-Net's NCHW kernels are faster in fp32 and in training, its channels_last ones in bf16 inference
+    (README "Speed"): its activations take the faster order, with the same translation within bf16 rounding."""
+    torch.manual_seed(0)
+    net = nets.build_generator(ModelConfig(generator="unet_128", ngf=4))
+    norm = next(m for m in net.modules() if isinstance(m, nn.InstanceNorm2d))
+    formats = []
+    norm.register_forward_hook(lambda m, i, out: formats.append(out.is_contiguous(memory_format=torch.channels_last)
+                                                                and not out.is_contiguous()))
+    x = torch.rand(2, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast, plain = net(x).float(), net.model(x).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        net(x)  # training
+    assert formats == [False, True, False, False]  # fp32 NCHW; bf16 channels_last; net.model as given; training
+    assert (fast - plain).abs().max() < 0.02
