@@ -17,8 +17,8 @@ from torch.nn.utils import parametrize
 class InstanceNorm2d(nn.InstanceNorm2d):
     """``nn.InstanceNorm2d`` with a fast path for channels_last inputs: one batch norm per image.
 
-    Written by hand because on CPU, where the ResNet generators and the PatchGAN run channels_last (see
-    :func:`cpu_channels_last`), torch's instance norm makes a channels_last input contiguous
+    Written by hand because on CPU, where the ResNet generators, the PatchGAN and the U-Net in bf16 inference
+    run channels_last (see :func:`cpu_channels_last`), torch's instance norm makes a channels_last input contiguous
     and back (two copies per call), and the group-norm kernel with one channel per group is 44x slower
     backwards than forwards; batch norm over one image is the same statistics (per channel, over H x W) and
     has fast channels_last kernels both ways (README "Speed" has the measurements)."""
@@ -49,9 +49,9 @@ def cpu_channels_last(x: torch.Tensor) -> torch.Tensor:
     The networks whose forward starts with this run faster that way on CPUs, in every precision, with results
     equal up to rounding (kernels sum in another order; within 1e-5 in fp32). Measured per architecture on an
     AMX Xeon (README "Speed"): ResNet generator forward + backward 1.1-1.3x in fp32 and 1.2-2.1x in bf16,
-    PatchGAN 0.9-1.5x; the U-Net does not gain (0.6x in fp32) and stays NCHW. In bf16, oneDNN's AMX kernels
-    compute in channels_last anyway: fed NCHW, every convolution converted its output and, backwards, its
-    input. Only activations change order; parameters, checkpoints and exports stay as they are."""
+    PatchGAN 0.9-1.5x; the U-Net only in bf16 inference (0.6x in fp32, slower training). In bf16, oneDNN's
+    AMX kernels compute in channels_last anyway: fed NCHW, every convolution converted its output and,
+    backwards, its input. Only activations change order; parameters, checkpoints and exports stay as they are."""
     if torch.jit.is_tracing() or x.device.type != "cpu" or x.dim() != 4:  # exports keep plain NCHW graphs
         return x
     return x.contiguous(memory_format=torch.channels_last)
