@@ -10,7 +10,7 @@ lr * sign(grad), so a weight whose gradient is ~0 may move the other way: the co
 absolute per element and 0.5% of the elements beyond it. A change of the maths moves most weights by ~lr.
 The biases of layers followed by an instance norm are left out: the norm subtracts them again, so their
 gradient is exactly 0 in exact arithmetic and pure rounding noise in practice; Adam turns that noise into
-steps of ~lr with a CPU-dependent sign (on an AMX Xeon nearly all 575 elements beyond 1e-6 were these).
+steps of ~lr with a CPU-dependent sign (on an AMX Xeon all 575 elements beyond 1e-6 were these).
 """
 
 import sys
