@@ -31,6 +31,11 @@ class DataConfig:
     num_workers: int = 2  # DataLoader worker processes (0 = load in the main process)
 
 
+# The model keys that runs and exports saved before them were made with: the values to read where a saved
+# config lacks the key (resume's comparison, loading an export), whatever today's defaults are.
+LEGACY_MODEL = {"upsample": "deconv", "unet_max_mult": 8}  # unet_max_mult came in with 8, now defaults to 2
+
+
 @dataclass
 class ModelConfig:
     generator: str = "unet_128"  # see cyclestyle.nets.GENERATORS; chosen on the ground-truth benchmark (README)

@@ -38,8 +38,6 @@ FROZEN = {
 VALIDATION_SUBSET = ("validation.root_a", "validation.root_b", "validation.num_images", "validation.direction",
                      "validation.metric", "validation.inception_weights")
 NOT_COMPARED = ("train.run_dir",)  # the same folder, however it is spelled
-# Keys whose default changed after they were added: a saved config without them was trained with this value.
-LEGACY_VALUES = {"model.unet_max_mult": 8}  # the key came in with 8 as its default, now 2
 
 
 def saved_config(run_dir: Path, folder: Path) -> tuple[int, dict | None]:
@@ -80,7 +78,7 @@ def _frozen_reason(key: str, old: dict, new: dict) -> str | None:
 def compare(saved: dict, cfg: Config) -> tuple[list[str], list[str]]:
     """(refused, applied): one ``key: old -> new`` line per changed key, refused ones with the reason."""
     old, new = _flatten(saved), _flatten(config_lib.to_dict(cfg))
-    old.update({key: value for key, value in LEGACY_VALUES.items() if key not in old})
+    old.update({f"model.{key}": value for key, value in config_lib.LEGACY_MODEL.items() if f"model.{key}" not in old})
     refused, applied = [], []
     for key in sorted(set(old) | set(new)):
         if key in NOT_COMPARED or key not in old or key not in new or old[key] == new[key]:

@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from cyclestyle import checkpoint, nets, reference
-from cyclestyle.config import ModelConfig
+from cyclestyle.config import LEGACY_MODEL, ModelConfig
 from cyclestyle.data import ImageReadError, list_inputs, load_image, pil_to_tensor, tensor_to_pil
 from cyclestyle.devices import native_bf16, resolve_device
 
@@ -77,7 +77,7 @@ def load_generators(path: str | Path, path_b: str | Path | None = None,
     try:
         # Exports written before model.upsample / model.unet_max_mult existed: transposed convolutions, and the
         # reference's widths, whatever today's defaults are.
-        model_cfg = ModelConfig(**{"upsample": "deconv", "unet_max_mult": 8, **meta["model"]})
+        model_cfg = ModelConfig(**{**LEGACY_MODEL, **meta["model"]})
         meta["size_multiple"] = nets.GENERATORS[model_cfg.generator].size_multiple
         loaded = {}
         for direction, name in (("a2b", "gen_ab"), ("b2a", "gen_ba")):

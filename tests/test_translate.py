@@ -16,7 +16,6 @@ from cyclestyle import checkpoint, nets
 from cyclestyle.checkpoint import CheckpointError
 from cyclestyle.config import ModelConfig
 from cyclestyle.data import pil_to_tensor
-from cyclestyle.nets import build_generator
 from cyclestyle.translate import Translator, load_generator
 from tests.conftest import cpu_flags_say_native_bf16
 
@@ -235,7 +234,7 @@ def test_bf16_translation_holds_bf16_weights_and_gives_autocasts_bits():
     """On CPU a bf16 translator converts its generator's weights once instead of autocast casting them on every
     call; the translations are the same bits as autocast over the fp32 weights."""
     torch.manual_seed(0)
-    net = build_generator(ModelConfig(generator="resnet_6blocks", ngf=8))
+    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=8))
     x = torch.rand(2, 3, 36, 44) * 2 - 1
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = net.eval()(x).float()
@@ -249,7 +248,7 @@ def test_bf16_translation_holds_bf16_weights_and_gives_autocasts_bits():
 @pytest.mark.parametrize("generator", ["unet_128", "resnet_6blocks"])
 def test_cpu_translator_holds_channels_last_weights_with_the_same_translation(generator):
     torch.manual_seed(0)
-    net = build_generator(ModelConfig(generator=generator, ngf=4))
+    net = nets.build_generator(ModelConfig(generator=generator, ngf=4))
     x = torch.rand(2, 3, 128, 128) * 2 - 1
     with torch.inference_mode():
         expected = net.eval()(x).clamp(-1, 1)
