@@ -33,7 +33,8 @@ class DataConfig:
 
 # The model keys that runs and exports saved before them were made with: the values to read where a saved
 # config lacks the key (resume's comparison, loading an export), whatever today's defaults are.
-LEGACY_MODEL = {"upsample": "deconv", "unet_max_mult": 8}  # unet_max_mult came in with 8, now defaults to 2
+LEGACY_MODEL = {"upsample": "deconv", "unet_max_mult": 8,  # unet_max_mult came in with 8, now defaults to 2
+                "style_input": "image", "film_lr_mult": 1.0}
 
 
 @dataclass
@@ -50,6 +51,8 @@ class ModelConfig:
     dropout: bool = False  # dropout in generator blocks
     style_code: str = "none"  # none (CycleGAN) | learned: a style encoder and a decoder modulated by its code
     style_dim: int = 8  # length of a style code (style_code learned)
+    style_input: str = "image"  # what the style encoder sees: image | normalized (channel mean and spread removed)
+    film_lr_mult: float = 1.0  # learning-rate multiplier of the decoder's code modulation (FiLM), StyleGAN-style
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
     init_gain: float = 0.02
 
@@ -123,6 +126,7 @@ CHOICES = {
     "model.norm": ("instance", "none"),
     "model.upsample": ("resize", "deconv"),
     "model.style_code": ("none", "learned"),
+    "model.style_input": ("image", "normalized"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
     "loss.style_target": ("mean", "batch"),
@@ -195,7 +199,7 @@ def validate(cfg: Config) -> None:
         fail("model.discriminator", f"'{cfg.model.discriminator}' is not one of {', '.join(nets.DISCRIMINATORS)}")
 
     positive = ["data.load_size", "data.crop_size", "model.ngf", "model.ndf", "model.d_layers", "model.style_dim",
-                "train.steps",
+                "model.film_lr_mult", "train.steps",
                 "train.batch_size", "train.grad_accum", "train.lr", "train.log_every", "train.image_every",
                 "train.checkpoint_every", "train.keep_checkpoints", "validation.batch_size"]
     non_negative = ["data.num_workers", "model.init_gain", "loss.lambda_cycle", "loss.lambda_identity",

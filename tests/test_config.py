@@ -51,6 +51,8 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("loss.style_ab=1 loss.style_reference=/no/such.jpg", "config key 'loss.style_reference': file not found"),
     ("nokey", "not of the form key=value"),
     ("model.unet_max_mult=3", "config key 'model.unet_max_mult': must be 1, 2, 4 or 8"),
+    ("model.style_input=palette", "config key 'model.style_input': 'palette' is not one of image, normalized"),
+    ("model.film_lr_mult=0", "config key 'model.film_lr_mult': must be > 0"),
 ])
 def test_config_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -14,7 +14,7 @@ from cyclestyle import checkpoint, nets
 from cyclestyle.cli import main
 from cyclestyle.config import ConfigError, ModelConfig
 from cyclestyle.data import pil_to_tensor
-from cyclestyle.translate import NO_CODES, Translator
+from cyclestyle.translate import NO_CODES, Translator, load_generator
 from tests.test_translate import smooth_image
 
 
@@ -219,3 +219,59 @@ def test_code_reconstruction_trains_the_generator_not_the_encoder():
     assert x.grad.abs().sum() > 0 and all(p.grad is None for p in net.encoder.parameters())
     net(x, encode_only=True).sum().backward()
     assert all(p.grad is not None for p in net.encoder.parameters())
+
+
+def test_film_lr_mult_is_a_learning_rate_for_the_modulation_only():
+    """model.film_lr_mult scales FiLM's stored parameters in the forward pass: with the parameters divided by it
+    the generator is the same function, and one Adam step moves the modulation that many times as far."""
+    nets_by_mult = {}
+    for mult in (1.0, 3.0):
+        net, _ = coded_generator(generator="resnet_6blocks")
+        for film in net.films():
+            film.lr_mult = mult
+            with torch.no_grad():
+                film.weight /= mult
+                film.bias.normal_(0, 0.1).div_(mult)
+        nets_by_mult[mult] = net
+    torch.manual_seed(1)
+    x, style = torch.rand(2, 3, 24, 24) * 2 - 1, torch.rand(2, 3, 24, 24) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(nets_by_mult[3.0](x, style=style), nets_by_mult[1.0](x, style=style))
+    moved = {}
+    for mult, net in nets_by_mult.items():
+        films = net.films()
+        before = [(f.weight * mult).detach().clone() for f in films]
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        net(x, style=style).square().mean().backward()
+        opt.step()
+        moved[mult] = torch.stack([((f.weight * mult).detach() - b).norm() for f, b in zip(films, before)])
+    torch.testing.assert_close(moved[3.0], 3 * moved[1.0], rtol=1e-2, atol=0)
+
+
+@pytest.mark.parametrize("style_input, invariant", [("normalized", True), ("image", False)])
+def test_a_normalized_style_input_codes_texture_not_palette(style_input, invariant):
+    """model.style_input=normalized: the code ignores each channel's brightness and contrast (a palette), so two
+    paintings that differ only in colour grade get the same code; the raw image's code tells them apart."""
+    torch.manual_seed(0)
+    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=4, style_code="learned",
+                                           style_input=style_input))
+    painting = torch.rand(1, 3, 32, 32) * 2 - 1
+    regraded = painting * torch.tensor([0.5, 0.8, 0.3])[:, None, None] + torch.tensor([0.3, -0.1, 0.2])[:, None, None]
+    with torch.no_grad():
+        gap = (net(painting, encode_only=True) - net(regraded, encode_only=True)).abs().max().item()
+    assert (gap < 1e-3) == invariant, gap
+
+
+def test_exports_from_before_the_style_settings_load_with_the_old_behaviour(tmp_path):
+    """Coded exports saved before model.style_input and model.film_lr_mult existed were trained with the raw
+    image and FiLM at the base learning rate: they load that way, whatever today's defaults are."""
+    gen_ab, cfg = coded_generator()
+    legacy = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("style_input", "film_lr_mult")}
+    path = checkpoint.save_generators(tmp_path / "old.safetensors", {"gen_ab": gen_ab, "gen_ba": coded_generator(1)[0]},
+                                      legacy, step=3, ema=False, extra={"crop_size": 32})
+    net, meta = load_generator(path, "a2b")
+    assert "style_input" not in meta["model"]
+    assert not net.encoder.input_norm and {f.lr_mult for f in net.films()} == {1.0}
+    x, style = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, style=style), gen_ab(x, style=style))
