@@ -78,11 +78,11 @@ class FiLM(nn.Module):
     mean code 0.2 to 1.4 dB, so the default stays 1.
     """
 
-    def __init__(self, style_dim: int, channels: int, lr_mult: float = 1.0):
+    def __init__(self, style_dim: int, channels: int):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(2 * channels, style_dim))
         self.bias = nn.Parameter(torch.zeros(2 * channels))
-        self.lr_mult = lr_mult
+        self.lr_mult = 1.0  # set by build_generator from model.film_lr_mult (the FiLMs sit deep in the decoder)
         self.code: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
