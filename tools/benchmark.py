@@ -60,7 +60,9 @@ def run_training(args) -> dict:
     precision, compile_ = MODES[args.mode]
     with tempfile.TemporaryDirectory() as tmp:
         a, b = synthetic_folders(Path(tmp), args.size)
-        total = args.warmup + args.steps + args.profile  # profiled steps come after the timed ones
+        # steps 1..warmup warm up, step warmup+1 has its FLOPs counted (slower, not timed), the next `steps` are
+        # timed, and profiled steps come last
+        total = args.warmup + 1 + args.steps + args.profile
         overrides = [f"data.root_a={a}", f"data.root_b={b}", f"data.load_size={args.size + 30}",
                      f"data.crop_size={args.size}", f"data.num_workers={args.workers}",
                      f"model.generator={args.generator}", f"model.ngf={args.ngf}",
@@ -69,7 +71,8 @@ def run_training(args) -> dict:
                      f"train.steps={total}", "train.decay_steps=0", f"train.batch_size={args.batch}",
                      f"train.mixed_precision={precision}", f"train.compile={str(compile_).lower()}",
                      f"train.log_every={10**6}", f"train.image_every={10**6}", f"train.checkpoint_every={10**6}"]
-        stamps: list[float] = []
+        ended: list[float] = []  # ended[i]: step i + 1 done; resumed[i]: its bookkeeping below done too
+        resumed: list[float] = []
         flops = FlopCounterMode(display=False)
         profiler = torch.profiler.profile() if args.profile else None
 
@@ -77,23 +80,23 @@ def run_training(args) -> dict:
 
         def on_step(step: int) -> None:
             sync()  # GPU steps are asynchronous: time the work, not its queueing
-            stamps.append(time.perf_counter())
-            if step == args.warmup:  # count the FLOPs of exactly one warm step
+            ended.append(time.perf_counter())
+            if step == args.warmup:
                 flops.__enter__()
             elif step == args.warmup + 1:
                 flops.__exit__(None, None, None)
-            if profiler is not None and step == args.warmup + args.steps:
+            elif profiler is not None and step == args.warmup + 1 + args.steps:
                 profiler.__enter__()
             elif profiler is not None and step == total:
                 profiler.__exit__(None, None, None)
+            resumed.append(time.perf_counter())  # none of the bookkeeping is timed
 
         start = time.perf_counter()
         train(load_config(None, overrides), on_step=on_step)
-    timed = stamps[args.warmup:args.warmup + args.steps + 1]
-    times = [t1 - t0 for t0, t1 in zip(timed, timed[1:])]
-    times = [t for i, t in enumerate(times) if i != 0]  # the FLOP-counted step runs slower
-    result = {"first_step_s": stamps[0] - start, "median_s": statistics.median(times), "min_s": min(times),
-              "max_s": max(times), "flops": flops.get_total_flops()}
+    # the timed steps are warmup+2 .. warmup+1+steps (step s ended at ended[s - 1])
+    times = [ended[s - 1] - resumed[s - 2] for s in range(args.warmup + 2, args.warmup + 2 + args.steps)]
+    result = {"first_step_s": ended[0] - start, "median_s": statistics.median(times), "min_s": min(times),
+              "max_s": max(times), "timed_steps": len(times), "flops": flops.get_total_flops()}
     if profiler is not None:
         events = [e for e in profiler.key_averages() if e.self_cpu_time_total > 0]
         total_us = sum(e.self_cpu_time_total for e in events)
@@ -253,6 +256,8 @@ def main() -> None:
     p.add_argument("--child", choices=("train", "translate"), help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.warmup < 1 or args.steps < 1:
+        p.error(f"--warmup and --steps must be at least 1 (got {args.warmup} and {args.steps})")
     if args.child:
         result = (run_training if args.child == "train" else run_translation)(args)
         result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
