@@ -62,6 +62,11 @@ class LossConfig:
     gan_mode: str = "lsgan"  # lsgan | vanilla | hinge
     lambda_cycle: float = 10.0  # cycle-consistency L1 weight (CycleGAN paper)
     lambda_identity: float = 0.25  # identity weight, as a fraction of lambda_cycle (paper: 0.5; see README)
+    # One direction's cycle weight (None = lambda_cycle), the reference's --lambda_A / --lambda_B: cycle_a weighs
+    # A->B->A, cycle_b B->A->B, and each generator's identity is lambda_identity times the cycle weight of the
+    # domain it translates into (G_ab's: lambda_cycle_b), as there.
+    lambda_cycle_a: Optional[float] = None
+    lambda_cycle_b: Optional[float] = None
     style_ab: float = 0.0  # weight of the scale-free VGG Gram style loss on A->B (0 = off); see README, "Style loss"
     style_ba: float = 0.0  # the same on B->A (0 = off)
     # Style target: mean = running mean of the target domain's Grams; batch = the Gram of the real target-domain
@@ -209,9 +214,10 @@ def validate(cfg: Config) -> None:
     for key in positive:
         if not get(cfg, key) > 0:
             fail(key, f"must be > 0, got {get(cfg, key)}")
-    for key in non_negative:
-        if not get(cfg, key) >= 0:
-            fail(key, f"must be >= 0, got {get(cfg, key)}")
+    for key in non_negative + ["loss.lambda_cycle_a", "loss.lambda_cycle_b"]:
+        value = get(cfg, key)
+        if value is not None and not value >= 0:
+            fail(key, f"must be >= 0, got {value}")
     for key in ("train.beta1", "train.beta2", "train.ema_decay"):
         if not 0.0 <= get(cfg, key) < 1.0:
             fail(key, f"must be in [0, 1), got {get(cfg, key)}")

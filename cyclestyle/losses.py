@@ -126,8 +126,13 @@ class CycleGANObjective(nn.Module):
         # image whose code it was given, so the style loss is always per image and the code term applies.
         self.coded = coded
         self.lambda_code = cfg.lambda_code
-        self.lambda_cycle = cfg.lambda_cycle
-        self.lambda_identity = cfg.lambda_identity * cfg.lambda_cycle  # the config's is a fraction of the cycle's
+        # cycle weight per direction ("ab": A->B->A); the identity of a direction's generator is a fraction of the
+        # cycle weight of the domain it translates into (the reference's lambda_idt * lambda_B for G_A)
+        cycle = {"a": cfg.lambda_cycle if cfg.lambda_cycle_a is None else cfg.lambda_cycle_a,
+                 "b": cfg.lambda_cycle if cfg.lambda_cycle_b is None else cfg.lambda_cycle_b}
+        self.lambda_cycle = {"ab": cycle["a"], "ba": cycle["b"]}
+        self.lambda_identity = {"ab": cfg.lambda_identity * cycle["b"], "ba": cfg.lambda_identity * cycle["a"]}
+        self.identity_fraction = cfg.lambda_identity
         self.r1_gamma = cfg.r1_gamma
         self.style_weight = {"ab": cfg.style_ab, "ba": cfg.style_ba}
         if any(self.style_weight.values()) and vgg is None:
@@ -143,7 +148,7 @@ class CycleGANObjective(nn.Module):
 
     @property
     def uses_identity(self) -> bool:
-        return self.lambda_identity > 0
+        return self.identity_fraction > 0
 
     @torch.no_grad()
     def set_reference(self, painting: torch.Tensor) -> None:
@@ -175,10 +180,10 @@ class CycleGANObjective(nn.Module):
         style-coded generators ``codes`` = (code of ``fake``, the code it was made with): L1, the latter fixed."""
         part, other = ("a", "b") if direction == "ab" else ("b", "a")
         terms = {f"gan_{direction}": gan_generator_loss(self.mode, fake_logits), f"cycle_{part}": l1(rec, real)}
-        loss = terms[f"gan_{direction}"] + self.lambda_cycle * terms[f"cycle_{part}"]
+        loss = terms[f"gan_{direction}"] + self.lambda_cycle[direction] * terms[f"cycle_{part}"]
         if identity is not None:
             terms[f"idt_{other}"] = l1(identity, target_real)
-            loss = loss + self.lambda_identity * terms[f"idt_{other}"]
+            loss = loss + self.lambda_identity[direction] * terms[f"idt_{other}"]
         if codes is not None:
             terms[f"code_{direction}"] = l1(codes[0], codes[1].detach())
             loss = loss + self.lambda_code * terms[f"code_{direction}"]

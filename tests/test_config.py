@@ -53,6 +53,7 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("model.unet_max_mult=3", "config key 'model.unet_max_mult': must be 1, 2, 4 or 8"),
     ("model.style_input=palette", "config key 'model.style_input': 'palette' is not one of image, normalized"),
     ("model.film_lr_mult=0", "config key 'model.film_lr_mult': must be > 0"),
+    ("loss.lambda_cycle_b=-2", "config key 'loss.lambda_cycle_b': must be >= 0, got -2.0"),
 ])
 def test_config_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -12,6 +12,26 @@ def test_cycle_loss_of_identical_images_is_zero():
     assert losses.l1(x, x + 0.25).item() == pytest.approx(0.25)
 
 
+@pytest.mark.parametrize("cycle_a, cycle_b", [(None, None), (3.0, 7.0), (0.0, None)])
+def test_cycle_weight_per_direction_and_identity_follows_the_target_domains(cycle_a, cycle_b):
+    """loss.lambda_cycle_a/b (the reference's --lambda_A/--lambda_B): A->B->A and B->A->B weighed apart, and
+    G_ab's identity (on B images) weighed by lambda_identity * lambda_cycle_b, G_ba's by ... * lambda_cycle_a."""
+    from cyclestyle.config import LossConfig
+
+    cfg = LossConfig(lambda_cycle=10.0, lambda_identity=0.5, lambda_cycle_a=cycle_a, lambda_cycle_b=cycle_b)
+    objective = losses.CycleGANObjective(cfg)
+    a, b = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    logits = torch.ones(1, 1, 2, 2)  # LSGAN generator term 0: the loss is cycle + identity only
+    weight = {"a": 10.0 if cycle_a is None else cycle_a, "b": 10.0 if cycle_b is None else cycle_b}
+    for direction, real, target, part, other in (("ab", a, b, "a", "b"), ("ba", b, a, "b", "a")):
+        # reconstruction off by 0.25 everywhere, identity off by 0.5
+        loss, terms = objective.generator_terms(direction, real, fake_logits=logits, rec=real + 0.25, fake=real,
+                                                identity=target + 0.5, target_real=target)
+        assert terms[f"cycle_{part}"].item() == pytest.approx(0.25)
+        assert terms[f"idt_{other}"].item() == pytest.approx(0.5)
+        assert loss.item() == pytest.approx(weight[part] * 0.25 + 0.5 * weight[other] * 0.5)
+
+
 def test_lsgan_targets():
     ones, zeros = torch.ones(1, 1, 4, 4), torch.zeros(1, 1, 4, 4)
     assert losses.gan_generator_loss("lsgan", ones) == 0
