@@ -78,6 +78,9 @@ class LossConfig:
     r1_gamma: float = 0.0  # zero-centred gradient penalty on D's real inputs (0 = off)
     lambda_code: float = 0.1  # style-coded models: L1 between the code read back from a translation and the code
     # it was made with (README, "Style codes": measured at 0, 0.1 and, with a style loss, 1.0)
+    # Style-coded models: in training the encoder reads each real image with its colours turned about the grey
+    # axis by a random angle, so that a code cannot carry the palette of the image it was read from
+    code_hue_jitter: bool = False
 
 
 @dataclass
@@ -238,6 +241,9 @@ def validate(cfg: Config) -> None:
         fail("loss.style_reference", "does not apply to a style-coded model (model.style_code="
              f"{cfg.model.style_code}): each translation follows its own style image; give one at translation "
              "time with cyclestyle translate --style-image")
+    if cfg.loss.code_hue_jitter and cfg.model.style_code == "none":
+        fail("loss.code_hue_jitter", "turns the colours of the images a style encoder reads: it needs "
+             "model.style_code=learned (or loss.code_hue_jitter=false)")
     if cfg.validation.every:
         for key in ("validation.root_a", "validation.root_b"):
             if not get(cfg, key):

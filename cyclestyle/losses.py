@@ -126,6 +126,7 @@ class CycleGANObjective(nn.Module):
         # image whose code it was given, so the style loss is always per image and the code term applies.
         self.coded = coded
         self.lambda_code = cfg.lambda_code
+        self.code_hue_jitter = coded and cfg.code_hue_jitter  # read by generator_backward
         # cycle weight per direction ("ab": A->B->A); the identity of a direction's generator is a fraction of the
         # cycle weight of the domain it translates into (the reference's lambda_idt * lambda_B for G_A)
         cycle = {"a": cfg.lambda_cycle if cfg.lambda_cycle_a is None else cfg.lambda_cycle_a,

@@ -131,6 +131,25 @@ class StyleEncoder(nn.Module):
         return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
 
 
+def hue_rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Images (N, 3, H, W) in [-1, 1] with their colours turned about the grey axis, image i by ``angles[i]``
+    radians: the hue turns (by 2 pi / 3, red becomes green), grey stays grey and each pixel keeps the mean of its
+    three channels (up to the clamp to [-1, 1]). Rodrigues' rotation about (1, 1, 1) / sqrt(3); written out, as no
+    library rotates hues of a batch of tensors by a per-image angle with gradients where we need none."""
+    c, s = torch.cos(angles.float()), torch.sin(angles.float())
+    t, r = (1 - c) / 3, s / 3 ** 0.5
+    rot = torch.stack([torch.stack([c + t, t - r, t + r], -1),
+                       torch.stack([t + r, c + t, t - r], -1),
+                       torch.stack([t - r, t + r, c + t], -1)], -2)  # (N, 3, 3)
+    return torch.einsum("nij,njhw->nihw", rot.to(x.dtype), x).clamp(-1, 1)
+
+
+def random_hue_rotate(x: torch.Tensor) -> torch.Tensor:
+    """:func:`hue_rotate` by angles drawn uniformly in [-pi, pi), one per image, from torch's global RNG
+    (saved in checkpoints, so a resumed run draws the same)."""
+    return hue_rotate(x, (torch.rand(x.shape[0], device=x.device) * 2 - 1) * torch.pi)
+
+
 def random_codes(n: int, style_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``n`` codes drawn uniformly on the encoder's sphere (radius sqrt(style_dim)), from torch's global RNG."""
     z = torch.randn(n, style_dim, device=device)

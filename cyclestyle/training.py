@@ -206,7 +206,8 @@ def generator_backward(accelerator: Accelerator, gen_ab: nn.Module, gen_ba: nn.M
             with accelerator.autocast():
                 inputs = torch.cat([real, target_real]) if objective.uses_identity else real
                 if objective.coded:  # in the style of the step's target-domain images; back with real's own code
-                    style, own = forward(target_real, encode_only=True), back(real, encode_only=True)
+                    view = nets.random_hue_rotate if objective.code_hue_jitter else (lambda x: x)
+                    style, own = forward(view(target_real), encode_only=True), back(view(real), encode_only=True)
                     random = nets.random_codes(n, style.shape[1], style.device)
                     styles = [style] + ([style] if objective.uses_identity else []) + [random]
                     out = forward(torch.cat([inputs, real]), style=torch.cat(styles))

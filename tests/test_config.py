@@ -54,6 +54,7 @@ def test_precedence_defaults_file_overrides(tmp_path):
     ("model.style_input=palette", "config key 'model.style_input': 'palette' is not one of image, normalized"),
     ("model.film_lr_mult=0", "config key 'model.film_lr_mult': must be > 0"),
     ("loss.lambda_cycle_b=-2", "config key 'loss.lambda_cycle_b': must be >= 0, got -2.0"),
+    ("loss.code_hue_jitter=true", "config key 'loss.code_hue_jitter': .* it needs model.style_code=learned"),
 ])
 def test_config_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError, match=expected):

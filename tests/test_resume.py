@@ -62,7 +62,7 @@ CONFIGS = {
     # style codes: a per-image style target (style_target=batch), the codes' running mean, its count under EMA
     "style_codes_r1_hinge_ema": ("loss.style_ab=1", "loss.vgg_weights=random", "loss.style_target=batch",
                                  "loss.r1_gamma=1", "loss.gan_mode=hinge", "model.style_code=learned",
-                                 "train.ema=true"),
+                                 "train.ema=true", "loss.code_hue_jitter=true", "loss.lambda_cycle_a=3"),
     "grad_accum_batch2_workers": ("train.grad_accum=2", "train.batch_size=2", "data.num_workers=2",
                                   "model.dropout=true"),
 }

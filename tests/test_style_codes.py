@@ -275,3 +275,43 @@ def test_exports_from_before_the_style_settings_load_with_the_old_behaviour(tmp_
     x, style = torch.rand(1, 3, 32, 32) * 2 - 1, torch.rand(1, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         torch.testing.assert_close(net(x, style=style), gen_ab(x, style=style))
+
+
+def test_hue_rotate_turns_colours_about_the_grey_axis():
+    red_grey = torch.tensor([[1.0, -1.0, -1.0], [0.2, 0.2, 0.2]]).T.reshape(1, 3, 1, 2)  # a red and a grey pixel
+    third = nets.hue_rotate(red_grey, torch.tensor([2 * torch.pi / 3]))
+    assert torch.allclose(third[0, :, 0, 0], torch.tensor([-1.0, 1.0, -1.0]), atol=1e-6)  # red became green
+    assert torch.allclose(third[0, :, 0, 1], torch.tensor([0.2, 0.2, 0.2]), atol=1e-6)  # grey stayed grey
+    x = torch.rand(2, 3, 5, 5) * 0.5 - 0.25  # no clamping in this range
+    turned = nets.hue_rotate(x, torch.tensor([0.7, -2.0]))
+    assert not torch.allclose(turned, x, atol=1e-3)
+    assert torch.allclose(turned.mean(1), x.mean(1), atol=1e-6)  # every pixel keeps its grey level
+    assert torch.allclose(nets.hue_rotate(turned, torch.tensor([-0.7, 2.0])), x, atol=1e-6)
+    assert torch.equal(nets.hue_rotate(x, torch.zeros(2)), x)
+
+
+@pytest.mark.parametrize("jitter", [False, True])
+def test_code_hue_jitter_turns_the_colours_the_encoder_reads(jitter):
+    """loss.code_hue_jitter: in a training step G_ab's encoder reads the step's real B image (for the A->B code
+    and for the B->A->B cycle's own code) with its hue turned by two different random angles; off, unchanged."""
+    from accelerate import Accelerator
+
+    from cyclestyle import losses, training
+    from cyclestyle.config import LossConfig
+
+    cfg = ModelConfig(generator="resnet_6blocks", ngf=4, ndf=4, style_code="learned")
+    torch.manual_seed(0)
+    gab, gba = nets.build_generator(cfg), nets.build_generator(cfg)
+    da, db = nets.build_discriminator(cfg), nets.build_discriminator(cfg)
+    seen = []
+    gab.encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    objective = losses.CycleGANObjective(LossConfig(code_hue_jitter=jitter), coded=True)
+    a, b = torch.rand(1, 3, 32, 32) * 0.5 - 0.25, torch.rand(1, 3, 32, 32) * 0.5 - 0.25
+    training.generator_backward(Accelerator(cpu=True), gab, gba, da, db, a, b, objective)
+    reads_of_b = [x for x in seen if torch.allclose(x.mean(1), b.mean(1), atol=1e-5)]  # not the fakes
+    assert len(reads_of_b) == 2
+    if jitter:
+        assert not any(torch.allclose(x, b, atol=1e-3) for x in reads_of_b)
+        assert not torch.allclose(reads_of_b[0], reads_of_b[1], atol=1e-3)
+    else:
+        assert all(torch.equal(x, b) for x in reads_of_b)
