@@ -121,3 +121,14 @@ def test_texture_config_changes_only_the_upsampling():
     texture = load_config(ROOT / "configs/texture.yaml", ROOTS)
     base = load_config(ROOT / "configs/base.yaml", ROOTS)
     assert diff(to_dict(base), to_dict(texture)) == ["model.upsample: 'deconv' -> 'resize'"]
+
+
+def test_styles_config_is_the_measured_code_following_recipe():
+    """configs/styles.yaml: style codes with the settings the multi-painter benchmark measured (README)."""
+    from cyclestyle.config import diff, to_dict
+
+    styles = load_config(ROOT / "configs/styles.yaml", ROOTS)
+    base = load_config(ROOT / "configs/base.yaml", ROOTS)
+    assert diff(to_dict(base), to_dict(styles)) == [
+        "loss.code_hue_jitter: False -> True", "loss.lambda_cycle_a: None -> 3.0",
+        "model.film_lr_mult: 1.0 -> 3.0", "model.style_code: 'none' -> 'learned'"]
