@@ -134,8 +134,9 @@ class StyleEncoder(nn.Module):
 def hue_rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1] with their colours turned about the grey axis, image i by ``angles[i]``
     radians: the hue turns (by 2 pi / 3, red becomes green), grey stays grey and each pixel keeps the mean of its
-    three channels (up to the clamp to [-1, 1]). Rodrigues' rotation about (1, 1, 1) / sqrt(3); written out, as no
-    library rotates hues of a batch of tensors by a per-image angle with gradients where we need none."""
+    three channels (up to the clamp to [-1, 1]). Rodrigues' rotation about (1, 1, 1) / sqrt(3), written out:
+    torchvision's ``adjust_hue`` shifts hue in HSV by one factor per call, this is one 3x3 matrix per image of a
+    batch, in one einsum."""
     c, s = torch.cos(angles.float()), torch.sin(angles.float())
     t, r = (1 - c) / 3, s / 3 ** 0.5
     rot = torch.stack([torch.stack([c + t, t - r, t + r], -1),

@@ -44,8 +44,14 @@ def test_trains_with_each_painters_code_and_scores_with_them(tmp_path):
     assert torch.allclose(mean_a, torch.eye(8)[7] * 8 ** 0.5)
 
 
-def test_a_missing_benchmark_is_named(tmp_path):
+def test_a_missing_benchmark_and_the_hue_jitter_are_refused_by_name(tmp_path):
     done = _oracle("--bench", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2
     assert f"{tmp_path / 'nothing' / 'styles.json'} not found: build the benchmark first" in done.stderr
+    assert "Traceback" not in done.stderr
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "styles.json").write_text('{"painters": ["colour", "oil", "ink"], "size": 128}')
+    done = _oracle("--bench", str(tmp_path / "bench"), "--out", str(tmp_path / "out"), "loss.code_hue_jitter=true",
+                   cwd=tmp_path)
+    assert done.returncode == 2 and "loss.code_hue_jitter changes the images the encoder reads" in done.stderr
     assert "Traceback" not in done.stderr

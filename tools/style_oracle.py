@@ -6,7 +6,7 @@ The B-domain encoder is replaced by the truth: every real B training image gets 
 (``sqrt(style_dim) * e_k`` for painter k, read from the training file's name), every A image one constant code.
 The code-reconstruction term is off (``loss.lambda_code=0``: a fake has no painter to look up). The model is then
 scored like ``python -m cyclestyle.quality_styles``, with painter k's code in place of its reference's: ``right``
-(code k against truth k), ``wrong`` (code k+1) and ``mean`` (the stored mean code). If even these codes are not
+(code k against truth k), ``wrong`` (code k+1) and ``mean_code`` (the stored mean code). If even these codes are not
 followed, the encoder is not what is in the way (README, "Style codes").
 
     python tools/style_oracle.py --bench runs/styles/data --out runs/oracle --seed 0 model.film_lr_mult=3
@@ -50,7 +50,7 @@ class Oracle:
 
     @contextlib.contextmanager
     def installed(self):
-        """The patches, undone on exit (the tests run this in the pytest process)."""
+        """The patches, undone on exit (for callers of :func:`main` from Python)."""
         oracle = self
         get_item, build, encode = data.UnpairedDataset.__getitem__, nets.build_generator, nets.StyleEncoder.forward
 
@@ -120,18 +120,24 @@ def main(argv: list[str] | None = None) -> int:
     manifest = args.bench / quality_styles.MANIFEST
     if not manifest.is_file():
         p.error(f"{manifest} not found: build the benchmark first (python -m cyclestyle.quality_styles --out DIR)")
-    painters = json.loads(manifest.read_text())["painters"]
+    bench = json.loads(manifest.read_text())
     overrides = [*quality_styles.COMMON, *quality_styles.CODED, "loss.lambda_code=0", *args.overrides]
-    from cyclestyle.config import ModelConfig
+    from cyclestyle import config as config_lib
 
-    style_dim = int(next((o.split("=", 1)[1] for o in reversed(overrides) if o.startswith("model.style_dim=")),
-                         ModelConfig().style_dim))
-    oracle = Oracle(painters, style_dim)
+    try:  # the run's config, as quality_styles.run resolves it
+        cfg = config_lib.load_config(None, [*quality.quality_overrides(args.bench, args.out / "oracle", bench["size"],
+                                                                       args.steps, args.seed), *overrides])
+    except config_lib.ConfigError as err:
+        p.error(str(err))
+    if cfg.loss.code_hue_jitter:
+        p.error("loss.code_hue_jitter changes the images the encoder reads, which the oracle looks up by their "
+                "bytes: leave it off here")
+    oracle = Oracle(bench["painters"], cfg.model.style_dim)
     with oracle.installed():
         report = quality_styles.run(args.bench, args.out / "oracle", overrides, args.steps, args.seed, "oracle")
         report["painters"] = score(oracle, args.bench, args.out / "oracle")
     report["lookups"] = dict(oracle.lookups)
-    report["mean"] = {f: float(np.mean([report["painters"][q][f] for q in painters]))
+    report["mean"] = {f: float(np.mean([report["painters"][q][f] for q in bench["painters"]]))
                       for f in ("right", "wrong", "mean_code")}
     path = args.out / f"oracle-seed{args.seed}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
