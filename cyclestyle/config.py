@@ -212,12 +212,12 @@ def validate(cfg: Config) -> None:
                 "train.checkpoint_every", "train.keep_checkpoints", "validation.batch_size"]
     non_negative = ["data.num_workers", "model.init_gain", "loss.lambda_cycle", "loss.lambda_identity",
                     "loss.style_ab", "loss.style_ba", "loss.r1_gamma", "loss.lambda_code", "train.decay_steps",
-                    "train.pool_size",
+                    "train.pool_size", "loss.lambda_cycle_a", "loss.lambda_cycle_b",  # these two: None = lambda_cycle
                     "validation.every"]
     for key in positive:
         if not get(cfg, key) > 0:
             fail(key, f"must be > 0, got {get(cfg, key)}")
-    for key in non_negative + ["loss.lambda_cycle_a", "loss.lambda_cycle_b"]:
+    for key in non_negative:
         value = get(cfg, key)
         if value is not None and not value >= 0:
             fail(key, f"must be >= 0, got {value}")

@@ -76,8 +76,9 @@ def build(out: str | Path, painters: Sequence[str] = quality.PAINTERS, size: int
     return manifest
 
 
-def score_model(bench_dir: str | Path, run_dir: str | Path) -> dict:
-    """PSNR per painter of the model in ``run_dir`` (see the module docstring for the four figures)."""
+def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None = None) -> dict:
+    """PSNR per painter of the model in ``run_dir`` (see the module docstring for the four figures). ``codes``
+    (painter -> a (1, style_dim) code) stand in for the references' codes (tools/style_oracle.py's true codes)."""
     from PIL import Image
 
     from cyclestyle.translate import Translator
@@ -92,12 +93,13 @@ def score_model(bench_dir: str | Path, run_dir: str | Path) -> dict:
 
     # Each style's translations once: the plain / mean-code ones serve every painter's row, and painter j's
     # reference serves both its own "right" and the "wrong" of the painter before it.
-    codes: dict[str | None, object] = {None: None}
+    styles: dict[str | None, object] = {None: None}
     if translator.styled:
-        codes.update({p: translator.style_code(Image.open(bench_dir / "references" / f"{p}.png").convert("RGB"))
-                      for p in painters})
+        styles.update(codes if codes is not None else {
+            p: translator.style_code(Image.open(bench_dir / "references" / f"{p}.png").convert("RGB"))
+            for p in painters})
     translated = {key: {n: np.asarray(translator(photo, style=code)) for n, photo in photos.items()}
-                  for key, code in codes.items()}
+                  for key, code in styles.items()}
 
     def psnr_against(painter: str, style: str | None) -> float:
         return quality.score([(translated[style][n], truth[painter][n]) for n in photos])["psnr"]
@@ -113,8 +115,9 @@ def score_model(bench_dir: str | Path, run_dir: str | Path) -> dict:
 
 
 def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], steps: int, seed: int = 0,
-        name: str = "run") -> dict:
-    """Train on the benchmark with ``overrides`` (after the benchmark's own settings), score, report."""
+        name: str = "run", codes: dict | None = None) -> dict:
+    """Train on the benchmark with ``overrides`` (after the benchmark's own settings), score (with ``codes`` in
+    place of the references', see :func:`score_model`), report."""
     from cyclestyle import config as config_lib
     from cyclestyle.training import train
 
@@ -128,7 +131,7 @@ def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], st
     train(cfg)
     seconds = time.perf_counter() - started
     return {"name": name, "overrides": list(overrides), "steps": steps, "seed": seed,
-            "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir), "machine": quality.machine()}
+            "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir, codes), "machine": quality.machine()}
 
 
 def write_figure(bench_dir: str | Path, run_dir: str | Path, path: str | Path, n_images: int = 2) -> Path:

@@ -6,7 +6,7 @@ The B-domain encoder is replaced by the truth: every real B training image gets 
 (``sqrt(style_dim) * e_k`` for painter k, read from the training file's name), every A image one constant code.
 The code-reconstruction term is off (``loss.lambda_code=0``: a fake has no painter to look up). The model is then
 scored like ``python -m cyclestyle.quality_styles``, with painter k's code in place of its reference's: ``right``
-(code k against truth k), ``wrong`` (code k+1) and ``mean_code`` (the stored mean code). If even these codes are not
+(code k against truth k), ``wrong`` (code k+1) and ``plain_or_mean`` (the stored mean code). If even these codes are not
 followed, the encoder is not what is in the way (README, "Style codes").
 
     python tools/style_oracle.py --bench runs/styles/data --out runs/oracle --seed 0 model.film_lr_mult=3
@@ -89,26 +89,6 @@ class Oracle:
             data.UnpairedDataset.__getitem__, nets.build_generator, nets.StyleEncoder.forward = get_item, build, encode
 
 
-def score(oracle: Oracle, bench: Path, run_dir: Path) -> dict:
-    from PIL import Image
-
-    from cyclestyle.translate import Translator
-
-    translator = Translator.load(run_dir, device="cpu", precision="fp32")
-    photos = {f.name: Image.fromarray(quality.read_rgb(f)) for f in sorted((bench / "testA").glob("*.png"))}
-    rows = {}
-    for k, painter in enumerate(oracle.painters):
-        truth = {n: quality.read_rgb(bench / "testA_painted" / painter / n) for n in photos}
-
-        def psnr(code, truth=truth):
-            return quality.score([(np.asarray(translator(p, style=code)), truth[n]) for n, p in photos.items()])["psnr"]
-
-        wrong = (k + 1) % len(oracle.painters)
-        rows[painter] = {"right": psnr(oracle.codes[k:k + 1]), "wrong": psnr(oracle.codes[wrong:wrong + 1]),
-                         "wrong_painter": oracle.painters[wrong], "mean_code": psnr(None)}
-    return rows
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bench", type=Path, required=True, help="a benchmark from cyclestyle.quality_styles.build")
@@ -134,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 "bytes: leave it off here")
     oracle = Oracle(bench["painters"], cfg.model.style_dim)
     with oracle.installed():
-        report = quality_styles.run(args.bench, args.out / "oracle", overrides, args.steps, args.seed, "oracle")
-        report["painters"] = score(oracle, args.bench, args.out / "oracle")
+        codes = {painter: oracle.codes[k:k + 1] for k, painter in enumerate(oracle.painters)}
+        report = quality_styles.run(args.bench, args.out / "oracle", overrides, args.steps, args.seed, "oracle", codes)
     report["lookups"] = dict(oracle.lookups)
     report["mean"] = {f: float(np.mean([report["painters"][q][f] for q in bench["painters"]]))
-                      for f in ("right", "wrong", "mean_code")}
+                      for f in ("right", "wrong", "plain_or_mean")}
     path = args.out / f"oracle-seed{args.seed}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report["mean"]), "->", path)
