@@ -49,8 +49,8 @@ class ModelConfig:
     unet_max_mult: int = 2  # U-Net: widest level = ngf * this (8: the reference's 512 channels at ngf 64)
     spectral_norm: bool = False  # spectral normalisation on every discriminator conv
     dropout: bool = False  # dropout in generator blocks
-    style_code: str = "none"  # none (CycleGAN) | learned: a style encoder and a decoder modulated by its code
-    style_dim: int = 8  # length of a style code (style_code learned)
+    style_code: str = "none"  # none (CycleGAN) | learned | vgg: a style encoder and a decoder modulated by its code
+    style_dim: int = 8  # length of a style code (style_code learned or vgg)
     style_input: str = "image"  # what the style encoder sees: image | normalized (channel mean and spread removed)
     film_lr_mult: float = 1.0  # learning-rate multiplier of the decoder's code modulation (FiLM), StyleGAN-style
     init: str = "normal"  # normal | xavier | kaiming | orthogonal
@@ -133,7 +133,7 @@ CHOICES = {
     "data.resize": ("square", "shorter_side"),
     "model.norm": ("instance", "none"),
     "model.upsample": ("resize", "deconv"),
-    "model.style_code": ("none", "learned"),
+    "model.style_code": ("none", "learned", "vgg"),
     "model.style_input": ("image", "normalized"),
     "model.init": ("normal", "xavier", "kaiming", "orthogonal"),
     "loss.gan_mode": ("lsgan", "vanilla", "hinge"),
@@ -243,7 +243,7 @@ def validate(cfg: Config) -> None:
              "time with cyclestyle translate --style-image")
     if cfg.loss.code_hue_jitter and cfg.model.style_code == "none":
         fail("loss.code_hue_jitter", "turns the colours of the images a style encoder reads: it needs "
-             "model.style_code=learned (or loss.code_hue_jitter=false)")
+             "model.style_code=learned or vgg (or loss.code_hue_jitter=false)")
     if cfg.validation.every:
         for key in ("validation.root_a", "validation.root_b"):
             if not get(cfg, key):

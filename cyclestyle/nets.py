@@ -131,6 +131,44 @@ class StyleEncoder(nn.Module):
         return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
 
 
+class VGGStyleEncoder(nn.Module):
+    """Image -> style code from fixed VGG-19 features (``model.style_code=vgg``): the per-channel mean and standard
+    deviation of ``CODE_LAYERS`` (global pooling: the statistics AdaIN transfers, Huang & Belongie 2017; 2 x (64 +
+    128 + 256) = 896 numbers), then a small learned mapping network (two linear layers) onto the sphere of
+    :class:`StyleEncoder`'s codes, so that mean codes, random codes, the code term and the exports work as for
+    learned codes. The VGG is frozen; its weights (``loss.vgg_weights``, the style loss's, under the same offline
+    rules) are part of the generator's state (2.2 MB), so a saved model encodes style images without a download.
+    relu4_1 is left out: it would more than double an encoding's cost (at 128 px 2.1 G multiply-adds more, on
+    top of 1.8 G) and add 12 MB of weights.
+    """
+
+    CODE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+    def __init__(self, style_dim: int, weights: str = "random", input_norm: bool = False, hidden: int = 64):
+        from cyclestyle.vgg import VGGFeatures
+
+        super().__init__()
+        self.input_norm = input_norm
+        self.vgg = VGGFeatures(weights, self.CODE_LAYERS, needed_by="model.style_code=vgg")
+        self.head = nn.Sequential(nn.Linear(2 * sum(self.vgg.channels), hidden), nn.ReLU(True),
+                                  nn.Linear(hidden, style_dim))
+
+    def statistics(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1] -> (N, 896): each layer's per-channel means, then standard deviations, in fp32."""
+        if self.input_norm:
+            x = nn.functional.instance_norm(x)
+        feats = self.vgg(x)
+        stats = []
+        for name in self.CODE_LAYERS:
+            var, mean = torch.var_mean(feats[name].float(), dim=(2, 3), correction=0)
+            stats += [mean, (var + 1e-5).sqrt()]  # eps: the square root's gradient at a flat channel
+        return torch.cat(stats, dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        code = self.head(self.statistics(x))
+        return nn.functional.normalize(code, dim=1) * code.shape[1] ** 0.5
+
+
 def hue_rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Images (N, 3, H, W) in [-1, 1] with their colours turned about the grey axis, image i by ``angles[i]``
     radians: the hue turns (by 2 pi / 3, red becomes green), grey stays grey and each pixel keeps the mean of its
@@ -168,10 +206,12 @@ class StyledGenerator(nn.Module):
     """
 
     def __init__(self, net: nn.Module, style_dim: int, encoder_nf: int = 16, momentum: float = 0.999,
-                 encoder_input_norm: bool = False):
+                 encoder_input_norm: bool = False, encoder: nn.Module | None = None):
         super().__init__()
         self.net = net
-        self.encoder = StyleEncoder(style_dim, encoder_nf, input_norm=encoder_input_norm)
+        if encoder is None:
+            encoder = StyleEncoder(style_dim, encoder_nf, input_norm=encoder_input_norm)
+        self.encoder = encoder
         self.style_dim = style_dim
         self.momentum = momentum
         self.register_buffer("mean_code", torch.zeros(style_dim))
@@ -425,21 +465,25 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> nn
     return net
 
 
-def build_generator(model_cfg) -> nn.Module:
+def build_generator(model_cfg, vgg_weights: str = "random") -> nn.Module:
     """A generator from a ``ModelConfig`` (or anything with its attributes), initialised; a
-    :class:`StyledGenerator` around it when ``model.style_code`` is not ``none``."""
+    :class:`StyledGenerator` around it when ``model.style_code`` is not ``none``. ``vgg_weights`` (``loss.vgg_weights``)
+    are the VGG's of a ``vgg`` style encoder: training passes them; a model loaded from a file takes them from the
+    file's state (a strict load), so everything else builds with random ones."""
     style_code = getattr(model_cfg, "style_code", "none")
     style_dim = model_cfg.style_dim if style_code != "none" else 0
     net = GENERATORS[model_cfg.generator].build(ngf=model_cfg.ngf, norm=model_cfg.norm, dropout=model_cfg.dropout,
                                                 upsample=model_cfg.upsample, style_dim=style_dim,
                                                 max_mult=getattr(model_cfg, "unet_max_mult", 8))
     net = init_weights(net, model_cfg.init, model_cfg.init_gain)
-    if style_code == "learned":
-        net = StyledGenerator(net, style_dim, encoder_input_norm=model_cfg.style_input == "normalized")
+    if style_code != "none":
+        input_norm = model_cfg.style_input == "normalized"
+        encoder = VGGStyleEncoder(style_dim, vgg_weights, input_norm) if style_code == "vgg" else None
+        net = StyledGenerator(net, style_dim, encoder_input_norm=input_norm, encoder=encoder)
         for film in net.films():
             film.lr_mult = model_cfg.film_lr_mult
         # no norm layers in the encoder: N(0, 0.02) would shrink its activations by ~100x per layer
-        init_weights(net.encoder, "kaiming")
+        init_weights(net.encoder.head if style_code == "vgg" else net.encoder, "kaiming")
     return net
 
 

@@ -97,7 +97,7 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 def load_vgg(weights: str = "imagenet", option: str = "vgg_weights") -> VGGFeatures:
     """A frozen VGG-19 with the style and content layers; ``option`` is named in missing-weights errors."""
-    return VGGFeatures(weights, LAYERS, option=option)
+    return VGGFeatures(weights, LAYERS, option=option, needed_by="cyclestyle stylize")
 
 
 def output_size(content_size: tuple[int, int], size: int | None) -> tuple[int, int]:

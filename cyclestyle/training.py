@@ -349,7 +349,7 @@ def _train(cfg: Config, resume: str | None, stop_at_step: int | None, stop: dict
                           pin_memory=device.type == "cuda")
 
     # --- Networks, optimizers, schedules ---
-    gen_ab, gen_ba = nets.build_generator(cfg.model), nets.build_generator(cfg.model)
+    gen_ab, gen_ba = (nets.build_generator(cfg.model, cfg.loss.vgg_weights) for _ in range(2))
     disc_a, disc_b = nets.build_discriminator(cfg.model), nets.build_discriminator(cfg.model)
     opt_g = make_adam(list(itertools.chain(gen_ab.parameters(), gen_ba.parameters())), t.lr, (t.beta1, t.beta2))
     opt_d = make_adam(list(itertools.chain(disc_a.parameters(), disc_b.parameters())), t.lr, (t.beta1, t.beta2))
@@ -517,7 +517,7 @@ def _open_writer(run_dir: Path, step: int):
 def _print_plan(cfg: Config, loader, generators: nn.ModuleDict, accelerator: Accelerator, precision: str,
                 step: int, end: int, resume_from: Path | None) -> None:
     t = cfg.train
-    n_params = sum(p.numel() for p in generators.parameters()) / 1e6
+    n_params = sum(p.numel() for p in generators.parameters() if p.requires_grad) / 1e6  # not a vgg code's VGG
     print(f"cyclestyle: run folder {Path(t.run_dir).resolve()}\n"
           f"  data: {len(loader.dataset.files_a)} images in A ({cfg.data.root_a}), "
           f"{len(loader.dataset.files_b)} in B ({cfg.data.root_b}), {cfg.data.crop_size} px crops\n"

@@ -33,7 +33,7 @@ from cyclestyle.devices import native_bf16, resolve_device
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
 NO_CODES = ("this model has no style codes (trained with model.style_code=none): a style image needs a model "
-            "trained with model.style_code=learned")
+            "trained with model.style_code=learned or vgg")
 STYLE_SIZE = 256  # shorter side of a style image when it is encoded, for exports that do not record their crop
 
 

@@ -35,18 +35,29 @@ def _hub_checkpoint_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILE
 
 
-def _missing_message(cause: str, option: str = "loss.vgg_weights") -> str:
-    # Only training can do without VGG (style loss off); `cyclestyle stylize` cannot, so no such hint there.
-    off = ", or turn the style loss off with loss.style_ab=0 loss.style_ba=0" if option == "loss.vgg_weights" else ""
-    return (f"the VGG-19 ImageNet weights needed by the style loss could not be loaded ({cause}). "
+# What needs the weights (error messages name it) -> how to do without them. Only training can do without VGG;
+# `cyclestyle stylize` cannot, so no such hint there.
+USERS = {
+    "the style loss": "turn the style loss off with loss.style_ab=0 loss.style_ba=0",
+    "model.style_code=vgg": "use model.style_code=learned (a style encoder trained from scratch, no pretrained "
+                            "weights)",
+    "cyclestyle stylize": None,
+}
+
+
+def _missing_message(cause: str, option: str = "loss.vgg_weights", needed_by: str = "the style loss") -> str:
+    off = f", or {USERS[needed_by]}" if USERS[needed_by] else ""
+    return (f"the VGG-19 ImageNet weights needed by {needed_by} could not be loaded ({cause}). "
             f"Either download {TORCHVISION_URL} on a machine with internet and put it at "
             f"{_hub_checkpoint_path()} (or anywhere, and pass {option}=/path/to/{TORCHVISION_FILE}){off}.")
 
 
-def load_vgg19_features(weights: str = "imagenet", option: str = "loss.vgg_weights") -> nn.Sequential:
+def load_vgg19_features(weights: str = "imagenet", option: str = "loss.vgg_weights",
+                        needed_by: str = "the style loss") -> nn.Sequential:
     """``torchvision.models.vgg19().features`` with ``weights`` = imagenet | a file path | random.
 
-    ``option`` is the setting through which the user chose ``weights``; error messages name it.
+    ``option`` is the setting through which the user chose ``weights`` and ``needed_by`` (a key of ``USERS``)
+    what they are for; error messages name both.
     """
     from torchvision.models import VGG19_Weights, vgg19
 
@@ -56,10 +67,10 @@ def load_vgg19_features(weights: str = "imagenet", option: str = "loss.vgg_weigh
         try:
             return vgg19(weights=VGG19_Weights.IMAGENET1K_V1).features
         except Exception as err:  # URLError, HTTPError, hash mismatch, truncated cache file...
-            raise VGGWeightsError(_missing_message(f"{type(err).__name__}: {err}", option)) from None
+            raise VGGWeightsError(_missing_message(f"{type(err).__name__}: {err}", option, needed_by)) from None
     path = Path(os.path.expanduser(weights))
     if not path.is_file():
-        raise VGGWeightsError(_missing_message(f"{option} file not found: {path}", option))
+        raise VGGWeightsError(_missing_message(f"{option} file not found: {path}", option, needed_by))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -93,7 +104,7 @@ class VGGFeatures(nn.Module):
     """Frozen VGG-19 returning the activations at ``layers`` for images in [-1, 1]."""
 
     def __init__(self, weights: str = "imagenet", layers: tuple[str, ...] = STYLE_LAYERS,
-                 option: str = "loss.vgg_weights"):
+                 option: str = "loss.vgg_weights", needed_by: str = "the style loss"):
         super().__init__()
         for name in layers:
             if name not in VGG19_RELU:
@@ -101,7 +112,7 @@ class VGGFeatures(nn.Module):
         self.layers = tuple(layers)
         self._index = {VGG19_RELU[name]: name for name in layers}
         # Only the convolutions up to the deepest requested layer are kept (and run).
-        self.features = load_vgg19_features(weights, option)[: max(self._index) + 1]
+        self.features = load_vgg19_features(weights, option, needed_by)[: max(self._index) + 1]
         self.features.eval().requires_grad_(False)
         self.channels = [self.features[VGG19_RELU[name] - 1].out_channels for name in layers]  # conv before ReLU
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -63,6 +63,8 @@ CONFIGS = {
     "style_codes_r1_hinge_ema": ("loss.style_ab=1", "loss.vgg_weights=random", "loss.style_target=batch",
                                  "loss.r1_gamma=1", "loss.gan_mode=hinge", "model.style_code=learned",
                                  "train.ema=true", "loss.code_hue_jitter=true", "loss.lambda_cycle_a=3"),
+    # VGG codes: a frozen VGG inside each generator (saved, not trained), the mapping trained with FiLM at x3
+    "style_codes_vgg": ("model.style_code=vgg", "loss.vgg_weights=random", "model.film_lr_mult=3"),
     "grad_accum_batch2_workers": ("train.grad_accum=2", "train.batch_size=2", "data.num_workers=2",
                                   "model.dropout=true"),
 }

@@ -18,11 +18,11 @@ from cyclestyle.translate import NO_CODES, Translator, load_generator
 from tests.test_translate import smooth_image
 
 
-def coded_generator(seed=0, generator="resnet_6blocks", ngf=4):
+def coded_generator(seed=0, generator="resnet_6blocks", ngf=4, code="learned"):
     """A style-coded generator whose FiLM layers are random (a fresh one starts as the identity) and whose
     mean code is set, as after training."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(generator=generator, ngf=ngf, style_code="learned", init_gain=0.02)
+    cfg = ModelConfig(generator=generator, ngf=ngf, style_code=code, init_gain=0.02)
     net = nets.build_generator(cfg)
     for film in net.films():
         torch.nn.init.normal_(film.weight, 0, 0.3)
@@ -30,15 +30,16 @@ def coded_generator(seed=0, generator="resnet_6blocks", ngf=4):
     return net.eval(), cfg
 
 
-def coded_export(path, seed=0):
-    gen_ab, cfg = coded_generator(seed)
-    gen_ba, _ = coded_generator(seed + 1)
+def coded_export(path, seed=0, code="learned"):
+    gen_ab, cfg = coded_generator(seed, code=code)
+    gen_ba, _ = coded_generator(seed + 1, code=code)
     return checkpoint.save_generators(path, {"gen_ab": gen_ab, "gen_ba": gen_ba}, dataclasses.asdict(cfg), step=3,
                                       ema=False, extra={"crop_size": 32})
 
 
-def test_the_code_steers_the_output_and_the_mean_code_is_the_default():
-    net, cfg = coded_generator()
+@pytest.mark.parametrize("code", ["learned", "vgg"])
+def test_the_code_steers_the_output_and_the_mean_code_is_the_default(code):
+    net, cfg = coded_generator(code=code)
     x = torch.rand(2, 3, 32, 36) * 2 - 1
     style = torch.rand(2, 3, 40, 40) * 2 - 1
     with torch.no_grad():
@@ -52,11 +53,12 @@ def test_the_code_steers_the_output_and_the_mean_code_is_the_default():
     fresh = nets.build_generator(cfg)
     with torch.no_grad():  # zero-initialised FiLM: an untrained coded generator ignores the code
         assert torch.equal(fresh(x, style=codes[:1]), fresh(x, style=codes[1:]))
-    assert nets.build_generator(ModelConfig(generator="unet_128", ngf=2, style_code="learned")).films()
+    assert nets.build_generator(ModelConfig(generator="unet_128", ngf=2, style_code=code)).films()
 
 
-def test_one_code_tiles_like_the_whole_image(tmp_path):
-    t = Translator.load(coded_export(tmp_path / "g.safetensors"), device="cpu")
+@pytest.mark.parametrize("code", ["learned", "vgg"])
+def test_one_code_tiles_like_the_whole_image(tmp_path, code):
+    t = Translator.load(coded_export(tmp_path / "g.safetensors", code=code), device="cpu")
     x = pil_to_tensor(smooth_image(256, 192, seed=3))
     code = t.style_code(Image.effect_noise((48, 48), 80).convert("RGB"))
     whole = t.translate_tensor(x, code)
@@ -139,6 +141,63 @@ def test_coded_training_learns_codes_and_tracks_the_mean(tiny_cfg):
     assert t.styled and t.style_size == 32 and torch.equal(t.generator.mean_code, gen.mean_code)
 
 
+def test_vgg_codes_train_the_mapping_and_keep_the_loaded_vgg(tiny_cfg, tmp_path):
+    """model.style_code=vgg: the encoder's VGG is the one loss.vgg_weights names, stays fixed in training and is
+    saved with the generator (a loaded export encodes with it, no weights option needed); the mapping trains."""
+    from cyclestyle.training import train
+    from cyclestyle.vgg import load_vgg19_features
+
+    torch.manual_seed(5)
+    torch.save(load_vgg19_features("random").state_dict(), tmp_path / "vgg.pth")
+    result = train(tiny_cfg("model.style_code=vgg", f"loss.vgg_weights={tmp_path / 'vgg.pth'}", "train.steps=2"))
+    file = torch.load(tmp_path / "vgg.pth")
+    fresh = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=8, style_code="vgg"))  # random VGG
+    for name in ("gen_ab", "gen_ba"):
+        encoder = result.generators[name].encoder
+        assert isinstance(encoder, nets.VGGStyleEncoder)
+        for key, value in encoder.vgg.features.state_dict().items():
+            assert torch.equal(value, file[key]), key  # loaded, then untouched by two Adam steps
+        assert not torch.equal(encoder.head[0].weight, fresh.encoder.head[0].weight)
+    t = Translator.load(result.run_dir, device="cpu")
+    style = torch.rand(1, 3, 32, 32) * 2 - 1
+    trained = result.generators["gen_ab"].eval()
+    with torch.no_grad():
+        torch.testing.assert_close(t.style_code(style), trained(style, encode_only=True))
+        assert not torch.allclose(fresh(style, encode_only=True), trained(style, encode_only=True), atol=1e-3)
+
+
+def test_vgg_codes_without_the_weights_fail_with_what_to_do(tmp_path, capsys, folders):
+    """model.style_code=vgg with loss.vgg_weights missing: `cyclestyle train` exits 2 naming the setting, the
+    file to fetch and the alternative (learned codes) before the first step; it never uses random weights."""
+    from tests.conftest import tiny_overrides
+
+    missing = tmp_path / "missing.pth"
+    assert main(["train", *tiny_overrides(folders, tmp_path / "run", "model.style_code=vgg",
+                                          f"loss.vgg_weights={missing}")]) == 2
+    err = capsys.readouterr().err
+    assert "needed by model.style_code=vgg" in err and f"file not found: {missing}" in err
+    assert "vgg19-dcbb9e9d.pth" in err and "or use model.style_code=learned" in err and "Traceback" not in err
+    assert not list((tmp_path / "run").rglob("step-*"))
+
+
+def test_vgg_codes_are_the_mapped_mean_and_spread_of_vgg_features():
+    from cyclestyle.vgg import VGGFeatures
+
+    torch.manual_seed(0)
+    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=4, style_code="vgg"))
+    vgg = VGGFeatures("random", ("relu1_1", "relu2_1", "relu3_1"))
+    vgg.load_state_dict(net.encoder.vgg.state_dict())
+    x = torch.rand(2, 3, 32, 40) * 2 - 1
+    with torch.no_grad():
+        # per layer: the channels' means, then their spreads (a dead ReLU channel: sqrt(eps), not 0)
+        stats = torch.cat([torch.cat([f.mean((2, 3)), (f.var((2, 3), correction=0) + 1e-5).sqrt()], 1)
+                           for f in vgg(x).values()], 1)
+        assert stats.shape == (2, 2 * (64 + 128 + 256))
+        torch.testing.assert_close(net.encoder.statistics(x), stats, atol=1e-5, rtol=1e-4)
+        code = torch.nn.functional.normalize(net.encoder.head(stats), dim=1) * 8 ** 0.5
+        torch.testing.assert_close(net(x, encode_only=True), code, atol=1e-4, rtol=1e-4)
+
+
 def test_multi_painter_benchmark_layout_and_scores(tmp_path):
     pytest.importorskip("skimage", reason="the quality benchmark needs scikit-image (dev extra)")
     from cyclestyle import quality, quality_styles
@@ -163,13 +222,13 @@ def test_multi_painter_benchmark_layout_and_scores(tmp_path):
     assert figure.shape == (3 * 32, 7 * 32, 3)  # references row + 2 photos; photo, 3 translations, 3 truths
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_exports_take_the_code_as_a_second_input(tmp_path, fmt):
+@pytest.mark.parametrize("fmt, code", [("torchscript", "learned"), ("onnx", "learned"), ("onnx", "vgg")])
+def test_exports_take_the_code_as_a_second_input(tmp_path, fmt, code):
     import json
 
     from cyclestyle.export import export_model
 
-    coded_export(tmp_path / "g.safetensors")
+    coded_export(tmp_path / "g.safetensors", code=code)
     out = export_model(tmp_path / "g.safetensors", tmp_path / f"g.{fmt}", fmt, example_size=(32, 32))
     t = Translator.load(tmp_path / "g.safetensors", device="cpu")
     x = pil_to_tensor(smooth_image(44, 36))
@@ -212,13 +271,16 @@ def test_web_demo_takes_an_optional_style_painting(tmp_path):
     serve.build_blocks(demo)  # the page builds with the style upload
 
 
-def test_code_reconstruction_trains_the_generator_not_the_encoder():
-    net, _ = coded_generator()
+@pytest.mark.parametrize("code", ["learned", "vgg"])
+def test_code_reconstruction_trains_the_generator_not_the_encoder(code):
+    net, _ = coded_generator(code=code)
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     net(x, encode_only=True, frozen_encoder=True).sum().backward()
     assert x.grad.abs().sum() > 0 and all(p.grad is None for p in net.encoder.parameters())
     net(x, encode_only=True).sum().backward()
-    assert all(p.grad is not None for p in net.encoder.parameters())
+    trained = net.encoder.head if code == "vgg" else net.encoder  # a vgg code's VGG is fixed
+    assert all(p.grad is not None for p in trained.parameters())
+    assert code == "learned" or all(p.grad is None for p in net.encoder.vgg.parameters())
 
 
 def test_film_lr_mult_is_a_learning_rate_for_the_modulation_only():
@@ -248,12 +310,13 @@ def test_film_lr_mult_is_a_learning_rate_for_the_modulation_only():
     torch.testing.assert_close(moved[3.0], 3 * moved[1.0], rtol=1e-2, atol=0)
 
 
+@pytest.mark.parametrize("code", ["learned", "vgg"])
 @pytest.mark.parametrize("style_input, invariant", [("normalized", True), ("image", False)])
-def test_a_normalized_style_input_codes_texture_not_palette(style_input, invariant):
+def test_a_normalized_style_input_codes_texture_not_palette(style_input, invariant, code):
     """model.style_input=normalized: the code ignores each channel's brightness and contrast (a palette), so two
     paintings that differ only in colour grade get the same code; the raw image's code tells them apart."""
     torch.manual_seed(0)
-    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=4, style_code="learned",
+    net = nets.build_generator(ModelConfig(generator="resnet_6blocks", ngf=4, style_code=code,
                                            style_input=style_input))
     painting = torch.rand(1, 3, 32, 32) * 2 - 1
     regraded = painting * torch.tensor([0.5, 0.8, 0.3])[:, None, None] + torch.tensor([0.3, -0.1, 0.2])[:, None, None]

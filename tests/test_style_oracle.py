@@ -44,7 +44,7 @@ def test_trains_with_each_painters_code_and_scores_with_them(tmp_path):
     assert torch.allclose(mean_a, torch.eye(8)[7] * 8 ** 0.5)
 
 
-def test_a_missing_benchmark_and_the_hue_jitter_are_refused_by_name(tmp_path):
+def test_a_missing_benchmark_the_hue_jitter_and_vgg_codes_are_refused_by_name(tmp_path):
     done = _oracle("--bench", str(tmp_path / "nothing"), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert done.returncode == 2
     assert f"{tmp_path / 'nothing' / 'styles.json'} not found: build the benchmark first" in done.stderr
@@ -55,3 +55,6 @@ def test_a_missing_benchmark_and_the_hue_jitter_are_refused_by_name(tmp_path):
                    cwd=tmp_path)
     assert done.returncode == 2 and "loss.code_hue_jitter changes the images the encoder reads" in done.stderr
     assert "Traceback" not in done.stderr
+    done = _oracle("--bench", str(tmp_path / "bench"), "--out", str(tmp_path / "out"), "model.style_code=vgg",
+                   cwd=tmp_path)
+    assert done.returncode == 2 and "model.style_code=vgg: the oracle replaces a learned encoder's" in done.stderr

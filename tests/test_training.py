@@ -119,8 +119,8 @@ def test_interrupted_save_leaves_previous_checkpoint_usable(tiny_cfg):
 def test_bf16_autocast_steps_are_finite_and_learn(tiny_cfg, monkeypatch):
     built = []  # the generators as training builds them, before any step
 
-    def spy(model_cfg):
-        net = build_generator(model_cfg)
+    def spy(model_cfg, *args):
+        net = build_generator(model_cfg, *args)
         built.append({k: v.clone() for k, v in net.state_dict().items()})
         return net
 
@@ -356,6 +356,25 @@ def test_two_process_ddp_on_cpu_resumes_exactly_and_stops_together_on_a_nan(fold
     assert events.Scalars("val/fid_a2b")[0].value == pytest.approx(frechet_distance(mu1, s1, mu2, s2), rel=1e-3)
     assert events.Scalars("val/kid_a2b")[0].value == pytest.approx(kid(fake, real)["kid_mean"], rel=1e-3)
     assert (run / "generators" / "best.safetensors").is_file()
+
+
+def test_two_process_ddp_with_vgg_style_codes(folders, tmp_path):
+    """Style codes under a real 2-process run: the frozen VGG inside each generator is left out of DDP's
+    gradient reduction, the trained mapping, FiLM weights and mean codes agree on both ranks, and a resumed
+    run equals the straight one in every tensor."""
+    from tests.test_resume import assert_same_checkpoints
+
+    out = tmp_path / "ranks"
+    done = launch_two_processes([
+        str(out), *tiny_overrides(folders, tmp_path / "ddp"), "train.steps=4", "train.decay_steps=2",
+        "train.checkpoint_every=2", "model.style_code=vgg", "loss.vgg_weights=random", "loss.code_hue_jitter=true",
+        "train.pool_size=2"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["params"] == ranks[1]["params"]
+    assert ranks[0]["params"]["gen_ab.mean_code"] != 0 and ranks[0]["params"]["gen_ab.code_count"] == 4
+    assert any(k.startswith("gen_ab.encoder.head.") for k in ranks[0]["params"])
+    assert_same_checkpoints(*map(Path, ranks[0]["checkpoints"]))
 
 
 def test_ema_decay_warms_up_so_early_averages_follow_the_weights():

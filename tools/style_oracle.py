@@ -60,8 +60,8 @@ class Oracle:
             oracle.labels[oracle.key(item["b"])] = oracle.painters.index(name.split("__")[0])
             return item
 
-        def build_generator(model_cfg):
-            net = build(model_cfg)
+        def build_generator(model_cfg, *args):
+            net = build(model_cfg, *args)
             if nets.is_styled(net):  # training builds G_ab (whose encoder reads B images) first, then G_ba
                 net.encoder.oracle_domain = "B" if oracle.built % 2 == 0 else "A"
                 oracle.built += 1
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                        args.steps, args.seed), *overrides])
     except config_lib.ConfigError as err:
         p.error(str(err))
+    if cfg.model.style_code != "learned":
+        p.error(f"model.style_code={cfg.model.style_code}: the oracle replaces a learned encoder's codes, so it "
+                "needs model.style_code=learned")
     if cfg.loss.code_hue_jitter:
         p.error("loss.code_hue_jitter changes the images the encoder reads, which the oracle looks up by their "
                 "bytes: leave it off here")
