@@ -56,25 +56,29 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> dict:
     /proc/cpuinfo where there is one (Linux), else from ``platform``."""
     import os
 
-    model, flags = None, set()
+    model, flags, family = None, set(), {}
     try:
         with open(cpuinfo) as f:
             for line in f:  # the first core's lines describe them all
                 key, _, value = (part.strip() for part in line.partition(":"))
                 if key == "model name" and model is None:
                     model = value
+                elif key in ("cpu family", "model"):
+                    family[key] = value  # tells apart CPUs sold under one name ("AMD EPYC": Zen 2 to Zen 5)
                 elif key in ("flags", "Features"):  # x86 | Arm
                     flags = set(value.split())
                     break
     except OSError:
         pass
     model = model or platform.processor() or platform.machine()
+    if len(family) == 2:
+        model += f" (family {family['cpu family']} model {family['model']})"
     return {"model": model, "cores": os.cpu_count(), "flags": [f for f in SPEED_FLAGS if f in flags],
             "native_bf16": native_bf16(torch.device("cpu"))}
 
 
 def describe_cpu() -> str:
-    """One line for benchmark tables, e.g. ``AMD EPYC, 2 cores, flags avx2 (no native bf16)``."""
+    """One line for benchmark tables, e.g. ``AMD EPYC (family 23 model 49), 2 cores, flags avx2 (no native bf16)``."""
     d = cpu_description()
     flags = " ".join(d["flags"]) or "none of " + "/".join(SPEED_FLAGS[:5])
     return f"{d['model']}, {d['cores']} cores, flags {flags} ({'native' if d['native_bf16'] else 'no native'} bf16)"

@@ -40,15 +40,17 @@ def test_cpu_description_names_the_model_and_the_speed_flags(tmp_path):
     from cyclestyle.devices import cpu_description
 
     xeon = tmp_path / "xeon"
-    xeon.write_text("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
+    xeon.write_text("processor\t: 0\ncpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8488C\n"
                     "flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
-                    "processor\t: 1\nmodel name\t: ignored, the first core describes them all\n")
+                    "processor\t: 1\ncpu family\t: 7\nmodel\t\t: 1\n"
+                    "model name\t: ignored, the first core describes them all\n")
     d = cpu_description(str(xeon))
-    assert d["model"] == "Intel(R) Xeon(R) Platinum 8488C"
+    assert d["model"] == "Intel(R) Xeon(R) Platinum 8488C (family 6 model 143)"
     assert d["flags"] == ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
     epyc = tmp_path / "epyc"
     epyc.write_text("model name\t: AMD EPYC 7B13\nflags\t\t: fpu fma avx avx2\n")
     assert cpu_description(str(epyc))["flags"] == ["avx2"]
+    assert cpu_description(str(epyc))["model"] == "AMD EPYC 7B13"  # no family lines: the name alone
     assert cpu_description(str(tmp_path / "missing"))["model"]  # elsewhere: platform's name, no flags
 
 
