@@ -304,7 +304,11 @@ def config_diff(cfg) -> list[str]:
 def machine() -> dict:
     import torch
 
+    from cyclestyle.devices import describe_cpu
+
+    # "cpu": model, family and the speed flags; bf16 rounding differs between CPU kinds, so figures do too
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu": describe_cpu(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version()}

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from cyclestyle import evaluation, quality
+from cyclestyle.devices import describe_cpu
 
 pytest.importorskip("skimage", reason="the quality benchmark needs scikit-image (dev extra)")
 
@@ -258,4 +259,5 @@ def test_training_beats_identity(bench, tmp_path):
     data = json.loads(path.read_text())
     assert REPORT_FIELDS <= set(data)
     assert {"platform", "cpu_count", "torch"} <= set(data["machine"])
+    assert data["machine"]["cpu"] == describe_cpu()  # which CPU kind made the figures (bf16 rounds differently)
     assert len(_names(Path(report["translations"]))) == 16
