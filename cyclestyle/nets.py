@@ -100,6 +100,12 @@ def _decoder_norm(kind: str, channels: int, style_dim: int) -> list[nn.Module]:
     return [_norm(kind, channels)] + ([FiLM(style_dim, channels)] if style_dim else [])
 
 
+def on_sphere(code: torch.Tensor) -> torch.Tensor:
+    """Codes (N, style_dim) scaled onto the sphere of radius sqrt(style_dim) (normalised in fp32): a code's scale
+    cannot shrink towards a trivial code-reconstruction loss, only its direction carries the style."""
+    return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
+
+
 class StyleEncoder(nn.Module):
     """Image -> style code (N, style_dim): strided convs without normalisation (a norm would remove the very
     statistics a style is made of), global average pooling, a 1x1 conv (MUNIT's style encoder, Huang et al. 2018).
@@ -125,10 +131,7 @@ class StyleEncoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_norm:
             x = nn.functional.instance_norm(x)
-        # On the sphere of radius sqrt(style_dim): the code's scale cannot shrink towards a trivial
-        # code-reconstruction loss, only its direction carries the style.
-        code = self.model(x).flatten(1)
-        return nn.functional.normalize(code.float(), dim=1).to(code.dtype) * code.shape[1] ** 0.5
+        return on_sphere(self.model(x).flatten(1))
 
 
 class VGGStyleEncoder(nn.Module):
@@ -165,8 +168,7 @@ class VGGStyleEncoder(nn.Module):
         return torch.cat(stats, dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        code = self.head(self.statistics(x))
-        return nn.functional.normalize(code, dim=1) * code.shape[1] ** 0.5
+        return on_sphere(self.head(self.statistics(x)))
 
 
 def hue_rotate(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
@@ -191,8 +193,7 @@ def random_hue_rotate(x: torch.Tensor) -> torch.Tensor:
 
 def random_codes(n: int, style_dim: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """``n`` codes drawn uniformly on the encoder's sphere (radius sqrt(style_dim)), from torch's global RNG."""
-    z = torch.randn(n, style_dim, device=device)
-    return nn.functional.normalize(z, dim=1) * style_dim ** 0.5
+    return on_sphere(torch.randn(n, style_dim, device=device))
 
 
 class StyledGenerator(nn.Module):
@@ -205,13 +206,10 @@ class StyledGenerator(nn.Module):
     which makes the term zero).
     """
 
-    def __init__(self, net: nn.Module, style_dim: int, encoder_nf: int = 16, momentum: float = 0.999,
-                 encoder_input_norm: bool = False, encoder: nn.Module | None = None):
+    def __init__(self, net: nn.Module, encoder: nn.Module, style_dim: int, momentum: float = 0.999):
         super().__init__()
         self.net = net
-        if encoder is None:
-            encoder = StyleEncoder(style_dim, encoder_nf, input_norm=encoder_input_norm)
-        self.encoder = encoder
+        self.encoder = encoder  # a StyleEncoder or a VGGStyleEncoder: images -> codes on the sphere
         self.style_dim = style_dim
         self.momentum = momentum
         self.register_buffer("mean_code", torch.zeros(style_dim))
@@ -478,8 +476,9 @@ def build_generator(model_cfg, vgg_weights: str = "random") -> nn.Module:
     net = init_weights(net, model_cfg.init, model_cfg.init_gain)
     if style_code != "none":
         input_norm = model_cfg.style_input == "normalized"
-        encoder = VGGStyleEncoder(style_dim, vgg_weights, input_norm) if style_code == "vgg" else None
-        net = StyledGenerator(net, style_dim, encoder_input_norm=input_norm, encoder=encoder)
+        encoder = (VGGStyleEncoder(style_dim, vgg_weights, input_norm) if style_code == "vgg"
+                   else StyleEncoder(style_dim, input_norm=input_norm))
+        net = StyledGenerator(net, encoder, style_dim)
         for film in net.films():
             film.lr_mult = model_cfg.film_lr_mult
         # no norm layers in the encoder: N(0, 0.02) would shrink its activations by ~100x per layer
