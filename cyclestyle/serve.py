@@ -138,9 +138,9 @@ class Demo:
         return any(t.styled for t in self.translators.values())
 
     def translate_image(self, image: Image.Image, direction: str, side: int,
-                        style: Image.Image | None = None) -> Image.Image:
+                        style: Image.Image | None = None, strength: float = 1.0) -> Image.Image:
         """Downscale so the longer side is at most ``side`` (capped at ``max_side``), then translate (in the
-        style of the painting ``style``, for a style-coded model)."""
+        style of the painting ``style`` at ``strength``, for a style-coded model)."""
         if direction not in self.translators:
             raise UploadError(f"Unknown direction {direction!r}: choose {' or '.join(self.translators)}.")
         if style is not None and not self.translators[direction].styled:
@@ -149,14 +149,15 @@ class Demo:
         side = max(MIN_SIDE, min(int(side), self.max_side))
         image = resized(image, None, side)
         tile = TILE if max(image.size) > TILE_ABOVE else None
-        return self.translators[direction](image, tile=tile, overlap=TILE_OVERLAP, style=style)
+        return self.translators[direction](image, tile=tile, overlap=TILE_OVERLAP, style=style,
+                                           strength=max(0.0, float(strength)))
 
-    def translate_file(self, path: str | Path, direction: str, side: int, style_path: str | Path | None = None
-                       ) -> Path:
-        """Translate an uploaded file (with an uploaded style painting); returns the result's PNG (kept for
-        download)."""
+    def translate_file(self, path: str | Path, direction: str, side: int, style_path: str | Path | None = None,
+                       strength: float = 1.0) -> Path:
+        """Translate an uploaded file (with an uploaded style painting, at ``strength``); returns the result's
+        PNG (kept for download)."""
         style = self.open_upload(style_path) if style_path else None
-        result = self.translate_image(self.open_upload(path), direction, side, style)
+        result = self.translate_image(self.open_upload(path), direction, side, style, strength)
         stem = re.sub(r"[^\w-]+", "_", Path(path).stem)[:40] or "image"
         target = self.results_dir / f"{stem}-{direction}-{uuid.uuid4().hex[:8]}.png"
         result.save(target, "PNG")
@@ -184,12 +185,12 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
     """The page: file drop, direction, size slider, button; result image and download."""
     default_side = max(MIN_SIDE, min(default_side, demo.max_side))
 
-    def run(upload, direction, side, style=None):
+    def run(upload, direction, side, style=None, strength=1.0):
         path = _upload_path(upload)
         if not path:
             raise gr.Error("Upload a photo first.")
         try:
-            result = demo.translate_file(path, direction, side, _upload_path(style))
+            result = demo.translate_file(path, direction, side, _upload_path(style), strength)
         except UploadError as err:
             raise gr.Error(str(err)) from None
         return str(result), str(result)
@@ -211,6 +212,8 @@ def build_blocks(demo: Demo, default_side: int = DEFAULT_SIDE, theme=None) -> "g
                 if demo.styled:
                     inputs.append(gr.File(label="Style painting (optional: else the domain's mean style)",
                                           file_types=["image"], elem_id="style"))
+                    inputs.append(gr.Slider(0, 2, value=1, step=0.05, elem_id="strength",
+                                            label="Style strength (0: the mean style, 1: the painting's)"))
                 button = gr.Button("Translate", variant="primary", elem_id="translate")
             with gr.Column():
                 # No share button: sharing uploads to a third-party service.

@@ -226,12 +226,28 @@ class Translator:
         return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
 
     @torch.inference_mode()
-    def style_code(self, style, mean: bool = False) -> torch.Tensor:
+    def style_code(self, style, mean: bool = False, strength: float = 1.0) -> torch.Tensor:
         """The code (1, style_dim) of a style image (PIL, or a (3, H, W) / (N, 3, H, W) tensor in [-1, 1]), or of
         several (a list: (N, style_dim), or their mean with ``mean``); a (N, style_dim) tensor is taken as codes.
-        Images are resized so their shorter side is the training crop's size."""
+        Images are resized so their shorter side is the training crop's size.
+
+        ``strength`` moves the code along the line from the domain's mean code (0) through the painting's (1,
+        the default) and beyond (above 1: exaggerated): ``mean + strength * (code - mean)``, StyleGAN's
+        truncation trick, here as a dial between the domain's average style and the chosen painting's."""
         if not self.styled:
             raise checkpoint.CheckpointError(NO_CODES)
+        if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
+            raise ValueError(f"style strength must be a number >= 0 (0: the domain's mean style, 1: the "
+                             f"painting's), got {strength!r}")
+        codes = self._codes(style)
+        codes = codes.mean(0, keepdim=True) if mean else codes
+        if strength != 1:
+            centre = self.generator.mean_code.to(codes)
+            codes = centre + strength * (codes - centre)
+        return codes
+
+    def _codes(self, style) -> torch.Tensor:
+        """:meth:`style_code`'s codes before the mean and the strength: one per image, or the codes given."""
         if isinstance(style, torch.Tensor) and style.dim() == 2:
             codes = style.to(self.device, torch.float32)
         else:
@@ -243,7 +259,7 @@ class Translator:
                 with self._autocast():
                     codes.append(self.generator(x.to(self.device, torch.float32), encode_only=True).float())
             codes = torch.cat(codes)
-        return codes.mean(0, keepdim=True) if mean else codes
+        return codes
 
     @torch.inference_mode()
     def translate_tensor(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
@@ -300,10 +316,11 @@ class Translator:
                     weight[..., top:top + th, left:left + tw] += win
         return out / weight
 
-    def __call__(self, image, tile: int | None = None, overlap: int = 64, style=None):
+    def __call__(self, image, tile: int | None = None, overlap: int = 64, style=None, strength: float = 1.0):
         """PIL image -> PIL image (same size), or tensor (N,3,H,W)/(3,H,W) in [-1,1] -> tensor. ``style``: a style
-        image (PIL or tensor) or code for a style-coded model, see :meth:`style_code` (None: the mean code)."""
-        code = None if style is None else self.style_code(style)
+        image (PIL or tensor) or code for a style-coded model, and its ``strength``, see :meth:`style_code`
+        (None: the mean code)."""
+        code = None if style is None else self.style_code(style, strength=strength)
         if isinstance(image, torch.Tensor):
             batch = image if image.dim() == 4 else image[None]
             if tile:

@@ -256,7 +256,7 @@ def test_demo_caps_the_size_and_tiles_large_outputs(demo, tmp_path, monkeypatch)
     serve, d = demo
     calls = []
     monkeypatch.setattr(d.translators["b2a"].__class__, "__call__",
-                        lambda self, image, tile=None, overlap=64, style=None: calls.append(tile) or image)
+                        lambda self, image, tile=None, overlap=64, **style: calls.append(tile) or image)
     assert d.translate_image(smooth_image(1600, 800), "b2a", 5000).size == (1200, 600)  # capped at max_side
     assert d.translate_image(smooth_image(300, 200), "b2a", 1000).size == (300, 200)  # never upscaled
     assert d.translate_image(smooth_image(300, 200), "b2a", 10).size == (serve.MIN_SIDE, 43)

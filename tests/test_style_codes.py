@@ -109,6 +109,41 @@ def test_translate_with_style_image_folder_and_mean(tmp_path, capsys):
     assert torch.equal(pixels(tmp_path / "gallery" / "full" / "000" / "ckpt-0-style1.png"), one)
 
 
+def test_style_strength_dials_from_the_mean_style_to_the_painting_and_beyond(tmp_path, capsys):
+    export = coded_export(tmp_path / "run" / "generators" / "last.safetensors")
+    t = Translator.load(export, device="cpu")
+    photo, painting = smooth_image(40, 32, seed=1), Image.effect_noise((36, 36), 90).convert("RGB")
+    mean, code = t.generator.mean_code[None], t.style_code(painting)
+    assert torch.equal(t.style_code(painting, strength=0), mean)
+    assert torch.allclose(t.style_code(painting, strength=2), 2 * code - mean)
+    assert torch.allclose(t.style_code(painting, strength=0.5), (code + mean) / 2)
+    pixels = lambda image: np.asarray(image, dtype=np.float32)  # noqa: E731
+    half, full = pixels(t(photo, style=painting, strength=0.5)), pixels(t(photo, style=painting))
+    assert np.array_equal(pixels(t(photo, style=painting, strength=0)), pixels(t(photo)))
+    assert np.abs(half - full).mean() > 0.1 and np.abs(half - pixels(t(photo))).mean() > 0.1
+    with pytest.raises(ValueError, match="strength must be a number >= 0"):
+        t.style_code(painting, strength=-1)
+
+    photo.save(tmp_path / "p.png")
+    painting.save(tmp_path / "s.png")
+    run = ["translate", "--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path / "p.png"),
+           "--precision", "fp32"]
+    assert main([*run, "--output", str(tmp_path / "zero"), "--style-image", str(tmp_path / "s.png"),
+                 "--style-strength", "0"]) == 0
+    assert main([*run, "--output", str(tmp_path / "half"), "--style-image", str(tmp_path / "s.png"),
+                 "--style-strength", "0.5"]) == 0
+    assert np.array_equal(pixels(Image.open(tmp_path / "zero" / "p.png")), pixels(t(photo)))
+    assert np.array_equal(pixels(Image.open(tmp_path / "half" / "p.png")), half)
+    capsys.readouterr()
+    assert main([*run, "--output", str(tmp_path / "x"), "--style-strength", "0.5"]) == 2
+    assert "--style-strength needs --style-image" in capsys.readouterr().err
+    for bad in ("-1", "nan"):
+        assert main([*run, "--output", str(tmp_path / "x"), "--style-image", str(tmp_path / "s.png"),
+                     "--style-strength", bad]) == 2
+        assert "--style-strength must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_plain_model_refuses_a_style_image(tmp_path, capsys):
     from tests.test_translate import make_export
 
@@ -265,6 +300,8 @@ def test_web_demo_takes_an_optional_style_painting(tmp_path):
     photo, style = Image.open(tmp_path / "p.png"), Image.open(tmp_path / "s.png")
     assert np.array_equal(np.asarray(Image.open(styled)), np.asarray(t(photo, style=style)))
     assert np.array_equal(np.asarray(Image.open(mean)), np.asarray(t(photo)))
+    half = demo.translate_file(tmp_path / "p.png", "a2b", 64, tmp_path / "s.png", strength=0.5)
+    assert np.array_equal(np.asarray(Image.open(half)), np.asarray(t(photo, style=style, strength=0.5)))
     (tmp_path / "s.txt").write_text("not an image")
     with pytest.raises(serve.UploadError, match="not an image"):
         demo.translate_file(tmp_path / "p.png", "a2b", 64, tmp_path / "s.txt")
