@@ -76,9 +76,12 @@ def build(out: str | Path, painters: Sequence[str] = quality.PAINTERS, size: int
     return manifest
 
 
-def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None = None) -> dict:
+def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None = None,
+                strengths: Sequence[float] = ()) -> dict:
     """PSNR per painter of the model in ``run_dir`` (see the module docstring for the four figures). ``codes``
-    (painter -> a (1, style_dim) code) stand in for the references' codes (tools/style_oracle.py's true codes)."""
+    (painter -> a (1, style_dim) code) stand in for the references' codes (tools/style_oracle.py's true codes).
+    ``strengths``: also score right and wrong with each reference's code at these style strengths (``translate
+    --style-strength``), under ``by_strength``."""
     from PIL import Image
 
     from cyclestyle.translate import Translator
@@ -90,18 +93,21 @@ def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None =
     photos = {f.name: Image.fromarray(quality.read_rgb(f)) for f in sorted((bench_dir / "testA").glob("*.png"))}
     truth = {p: {n: quality.read_rgb(bench_dir / "testA_painted" / p / n) for n in photos} for p in painters}
     identity = {p: quality.score([(np.asarray(photos[n]), truth[p][n]) for n in photos])["psnr"] for p in painters}
+    strengths = [float(s) for s in strengths if float(s) != 1.0] if translator.styled else []
 
     # Each style's translations once: the plain / mean-code ones serve every painter's row, and painter j's
     # reference serves both its own "right" and the "wrong" of the painter before it.
-    styles: dict[str | None, object] = {None: None}
+    styles: dict[tuple | None, object] = {None: None}
     if translator.styled:
-        styles.update(codes if codes is not None else {
+        refs = codes if codes is not None else {
             p: translator.style_code(Image.open(bench_dir / "references" / f"{p}.png").convert("RGB"))
-            for p in painters})
+            for p in painters}
+        for strength in (1.0, *strengths):
+            styles.update({(p, strength): translator.style_code(code, strength=strength) for p, code in refs.items()})
     translated = {key: {n: np.asarray(translator(photo, style=code)) for n, photo in photos.items()}
                   for key, code in styles.items()}
 
-    def psnr_against(painter: str, style: str | None) -> float:
+    def psnr_against(painter: str, style: tuple | None) -> float:
         return quality.score([(translated[style][n], truth[painter][n]) for n in photos])["psnr"]
 
     rows = {}
@@ -109,15 +115,19 @@ def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None =
         row = {"identity": identity[painter], "plain_or_mean": psnr_against(painter, None)}
         if translator.styled:
             wrong = painters[(k + 1) % len(painters)]
-            row.update(right=psnr_against(painter, painter), wrong=psnr_against(painter, wrong), wrong_painter=wrong)
+            row.update(right=psnr_against(painter, (painter, 1.0)), wrong=psnr_against(painter, (wrong, 1.0)),
+                       wrong_painter=wrong)
+            if strengths:
+                row["by_strength"] = {f"{s:g}": {"right": psnr_against(painter, (painter, s)),
+                                                 "wrong": psnr_against(painter, (wrong, s))} for s in strengths}
         rows[painter] = row
     return {"styled": translator.styled, "painters": rows}
 
 
 def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], steps: int, seed: int = 0,
-        name: str = "run", codes: dict | None = None) -> dict:
+        name: str = "run", codes: dict | None = None, strengths: Sequence[float] = ()) -> dict:
     """Train on the benchmark with ``overrides`` (after the benchmark's own settings), score (with ``codes`` in
-    place of the references', see :func:`score_model`), report."""
+    place of the references', and at ``strengths``, see :func:`score_model`), report."""
     from cyclestyle import config as config_lib
     from cyclestyle.training import train
 
@@ -131,7 +141,8 @@ def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], st
     train(cfg)
     seconds = time.perf_counter() - started
     return {"name": name, "overrides": list(overrides), "steps": steps, "seed": seed,
-            "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir, codes), "machine": quality.machine()}
+            "train_seconds": round(seconds, 1), **score_model(bench_dir, run_dir, codes, strengths),
+            "machine": quality.machine()}
 
 
 def write_figure(bench_dir: str | Path, run_dir: str | Path, path: str | Path, n_images: int = 2) -> Path:
@@ -172,6 +183,11 @@ def format_table(reports: Sequence[dict]) -> str:
             label = {"plain_or_mean": "mean code" if report["styled"] else "translation"}.get(figure, figure)
             lines.append(f"| {report['name']} | {label} | " + " | ".join(f"{v:.2f}" for v in values)
                          + f" | {np.mean(values):.2f} |")
+        for strength in report["painters"][painters[0]].get("by_strength", {}):
+            for figure in ("right", "wrong"):
+                values = [report["painters"][p]["by_strength"][strength][figure] for p in painters]
+                lines.append(f"| {report['name']} | {figure}, strength {strength} | "
+                             + " | ".join(f"{v:.2f}" for v in values) + f" | {np.mean(values):.2f} |")
     return "\n".join(lines)
 
 
@@ -187,16 +203,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("plain", "coded"), default=None, help="train one of the two models")
     parser.add_argument("--reuse-data", action="store_true", help="keep an existing benchmark under --out/data")
     parser.add_argument("--figure", type=Path, default=None, help="write the coded model's picture here (PNG)")
+    parser.add_argument("--strength", type=float, action="append", default=[], metavar="S",
+                        help="coded models: also score the references at this style strength (repeatable)")
+    parser.add_argument("--score", type=Path, default=None, metavar="RUN",
+                        help="score this trained run folder on --out/data instead of training (the report is "
+                             "printed and written to RUN/styles-report.json)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="for both models, after the benchmark's")
     args = parser.parse_args(argv)
     data = args.out / "data"
+    if args.score is not None:
+        if not (data / MANIFEST).is_file():
+            parser.error(f"--score needs the benchmark at {data} (build it with a training run of this module)")
+        if not args.score.exists():
+            parser.error(f"--score {args.score} does not exist (a run folder or a generators file)")
+        report = {"name": args.score.name, **score_model(data, args.score, strengths=args.strength),
+                  "machine": quality.machine()}
+        target = (args.score if args.score.is_dir() else args.score.parent) / "styles-report.json"
+        target.write_text(json.dumps(report, indent=1) + "\n")
+        print(format_table([report]))
+        return 0
     if not (args.reuse_data and (data / MANIFEST).is_file()):
         build(data, size=args.size, seed=args.data_seed, n_train=args.n_train, n_test=args.n_test)
     reports = []
     for name, extra in (("plain", ()), ("coded", CODED)):
         if args.only and name != args.only:
             continue
-        report = run(data, args.out / name, [*COMMON, *extra, *args.overrides], args.steps, args.seed, name)
+        report = run(data, args.out / name, [*COMMON, *extra, *args.overrides], args.steps, args.seed, name,
+                     strengths=args.strength)
         (args.out / f"{name}-seed{args.seed}.json").write_text(json.dumps(report, indent=1) + "\n")
         reports.append(report)
         print(format_table([report]), flush=True)

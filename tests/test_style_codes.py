@@ -4,6 +4,7 @@ image, the mean code is the default everywhere, and translate takes --style-imag
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -233,7 +234,7 @@ def test_vgg_codes_are_the_mapped_mean_and_spread_of_vgg_features():
         torch.testing.assert_close(net(x, encode_only=True), code, atol=1e-4, rtol=1e-4)
 
 
-def test_multi_painter_benchmark_layout_and_scores(tmp_path):
+def test_multi_painter_benchmark_layout_and_scores(tmp_path, capsys):
     pytest.importorskip("skimage", reason="the quality benchmark needs scikit-image (dev extra)")
     from cyclestyle import quality, quality_styles
 
@@ -255,6 +256,22 @@ def test_multi_painter_benchmark_layout_and_scores(tmp_path):
     assert "| coded | right |" in quality_styles.format_table([{"name": "coded", **report}])
     figure = np.asarray(Image.open(quality_styles.write_figure(data, tmp_path / "run", tmp_path / "f.png")))
     assert figure.shape == (3 * 32, 7 * 32, 3)  # references row + 2 photos; photo, 3 translations, 3 truths
+
+    # at style strength 0 every reference is the mean code; strength 1 is the report's own right / wrong
+    dialled = quality_styles.score_model(data, tmp_path / "run", strengths=[0, 1, 2])["painters"]
+    for painter, row in dialled.items():
+        assert set(row["by_strength"]) == {"0", "2"}
+        assert row["by_strength"]["0"] == {"right": row["plain_or_mean"], "wrong": row["plain_or_mean"]}
+        assert row["right"] == report["painters"][painter]["right"] != row["by_strength"]["2"]["right"]
+    # the same from the command line, on the trained run as it is
+    assert quality_styles.main(["--out", str(tmp_path), "--score", str(tmp_path / "run"), "--strength", "0",
+                                "--strength", "2"]) == 0
+    written = json.loads((tmp_path / "run" / "styles-report.json").read_text())
+    assert written["painters"] == json.loads(json.dumps(dialled)) and "cpu" in written["machine"]
+    assert "| run | right, strength 2 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        quality_styles.main(["--out", str(tmp_path), "--score", str(tmp_path / "missing")])
+    assert "--score" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
 
 @pytest.mark.parametrize("fmt, code", [("torchscript", "learned"), ("onnx", "learned"), ("onnx", "vgg")])
