@@ -121,7 +121,28 @@ def score_model(bench_dir: str | Path, run_dir: str | Path, codes: dict | None =
                 row["by_strength"] = {f"{s:g}": {"right": psnr_against(painter, (painter, s)),
                                                  "wrong": psnr_against(painter, (wrong, s))} for s in strengths}
         rows[painter] = row
-    return {"styled": translator.styled, "painters": rows}
+    report = {"styled": translator.styled, "painters": rows}
+    if translator.styled and codes is None:  # the B training crops' codes, grouped by the painter that made them
+        report["code_separation"] = code_separation({p: translator.style_code(
+            [Image.open(f).convert("RGB") for f in sorted((bench_dir / "trainB").glob(f"{p}__*.png"))])
+            for p in painters})
+    return report
+
+
+def code_separation(codes: dict) -> dict:
+    """How well style codes tell the painters apart: ``codes`` maps painter -> (N, style_dim) codes of its
+    paintings. Per painter, the share of its codes nearest its own centroid (of all painters' centroids) and
+    the mean distance of its codes to that centroid (``spread``); per pair, the distance between centroids. A
+    pair whose centroid distance is below the spreads is one style to the decoder."""
+    import torch
+
+    names = list(codes)
+    centroids = torch.stack([codes[p].float().mean(0) for p in names])
+    nearest = {p: torch.cdist(codes[p].float(), centroids).argmin(1) for p in names}
+    return {"accuracy": {p: float((nearest[p] == k).float().mean()) for k, p in enumerate(names)},
+            "spread": {p: float((codes[p].float() - centroids[k]).norm(dim=1).mean()) for k, p in enumerate(names)},
+            "centroid_distance": {f"{a}-{b}": float((centroids[i] - centroids[j]).norm())
+                                  for i, a in enumerate(names) for j, b in enumerate(names) if i < j}}
 
 
 def run(bench_dir: str | Path, run_dir: str | Path, overrides: Sequence[str], steps: int, seed: int = 0,
@@ -191,6 +212,17 @@ def format_table(reports: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_separation(report: dict) -> str:
+    """One line on how the coded model's codes tell the painters apart (:func:`code_separation`), or ''."""
+    sep = report.get("code_separation")
+    if not sep:
+        return ""
+    accuracy = ", ".join(f"{p} {v:.0%}" for p, v in sep["accuracy"].items())
+    distances = ", ".join(f"{k} {v:.2f}" for k, v in sep["centroid_distance"].items())
+    spreads = ", ".join(f"{p} {v:.2f}" for p, v in sep["spread"].items())
+    return f"{report['name']} codes: nearest own centroid {accuracy}; centroid distances {distances}; spreads {spreads}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cyclestyle.quality_styles", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/styles"))
@@ -221,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         target = (args.score if args.score.is_dir() else args.score.parent) / "styles-report.json"
         target.write_text(json.dumps(report, indent=1) + "\n")
         print(format_table([report]))
+        print(format_separation(report))
         return 0
     if not (args.reuse_data and (data / MANIFEST).is_file()):
         build(data, size=args.size, seed=args.data_seed, n_train=args.n_train, n_test=args.n_test)
@@ -233,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{name}-seed{args.seed}.json").write_text(json.dumps(report, indent=1) + "\n")
         reports.append(report)
         print(format_table([report]), flush=True)
+        if report.get("code_separation"):
+            print(format_separation(report), flush=True)
         if name == "coded" and args.figure:
             write_figure(data, args.out / name, args.figure)
     print(format_table(reports))

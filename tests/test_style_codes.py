@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -268,10 +269,28 @@ def test_multi_painter_benchmark_layout_and_scores(tmp_path, capsys):
                                 "--strength", "2"]) == 0
     written = json.loads((tmp_path / "run" / "styles-report.json").read_text())
     assert written["painters"] == json.loads(json.dumps(dialled)) and "cpu" in written["machine"]
-    assert "| run | right, strength 2 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| run | right, strength 2 |" in printed and "run codes: nearest own centroid colour" in printed
+    assert set(written["code_separation"]["accuracy"]) == {"colour", "oil", "ink"}
     with pytest.raises(SystemExit):
         quality_styles.main(["--out", str(tmp_path), "--score", str(tmp_path / "missing")])
     assert "--score" in capsys.readouterr().err and not (tmp_path / "missing").exists()
+
+
+def test_code_separation_says_which_painters_the_codes_tell_apart():
+    from cyclestyle.quality_styles import code_separation
+
+    g = torch.Generator().manual_seed(0)
+    noise = lambda: 0.1 * torch.randn(50, 4, generator=g)  # noqa: E731
+    apart = code_separation({"colour": noise(), "oil": noise() + torch.tensor([3.0, 0, 0, 0]),
+                             "ink": noise() + torch.tensor([0, 4.0, 0, 0])})
+    assert apart["accuracy"] == {"colour": 1.0, "oil": 1.0, "ink": 1.0}
+    assert apart["centroid_distance"]["colour-oil"] == pytest.approx(3.0, abs=0.05)
+    assert apart["centroid_distance"]["oil-ink"] == pytest.approx(5.0, abs=0.05)
+    assert apart["spread"]["ink"] == pytest.approx(0.1 * math.sqrt(2) * math.gamma(2.5) / math.gamma(2), rel=0.2)
+    mixed = code_separation({"colour": noise(), "oil": noise(), "ink": noise() + torch.tensor([0, 4.0, 0, 0])})
+    assert mixed["accuracy"]["ink"] == 1.0 and mixed["accuracy"]["colour"] + mixed["accuracy"]["oil"] < 1.5
+    assert mixed["centroid_distance"]["colour-oil"] < mixed["spread"]["colour"]
 
 
 @pytest.mark.parametrize("fmt, code", [("torchscript", "learned"), ("onnx", "learned"), ("onnx", "vgg")])
