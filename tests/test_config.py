@@ -130,5 +130,5 @@ def test_styles_config_is_the_measured_code_following_recipe():
     styles = load_config(ROOT / "configs/styles.yaml", ROOTS)
     base = load_config(ROOT / "configs/base.yaml", ROOTS)
     assert diff(to_dict(base), to_dict(styles)) == [
-        "loss.code_hue_jitter: False -> True", "loss.lambda_cycle_a: None -> 3.0",
+        "loss.code_hue_jitter: False -> True", "loss.lambda_cycle_a: None -> 3.0", "loss.lambda_cycle_b: None -> 20.0",
         "model.film_lr_mult: 1.0 -> 3.0", "model.style_code: 'none' -> 'learned'"]
