@@ -132,14 +132,16 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
                   direction: str = "a2b", reconstruction: bool = False, max_size: int | None = 512,
                   limit: int | None = None, device: str = "auto",
                   evaluation_files: Mapping[str, str | Path] | None = None, title: str | None = None,
-                  checkpoint_b: str | Path | None = None, styles: Sequence[str | Path] = ()) -> Path:
+                  checkpoint_b: str | Path | None = None, styles: Sequence[str | Path] = (),
+                  strengths: Sequence[float] = (1.0,)) -> Path:
     """Translate every image of ``input_dir`` with each checkpoint and write ``output_dir/index.html``.
 
     ``direction``: a2b or b2a; ``reconstruction``: also translate back (A->B->A); ``max_size``: inputs are
     downscaled so their longer side is at most this (None: original size); ``limit``: the first N readable images
     only; ``evaluation_files``: checkpoint (as given) -> report, overriding the default location;
     ``checkpoint_b``: with one reference ``.pth`` checkpoint, the G_B file of its b2a direction; ``styles``: style
-    paintings: each style-coded checkpoint gets one column per painting (photos x styles), plain ones one column.
+    paintings: each style-coded checkpoint gets one column per painting (photos x styles), plain ones one column;
+    ``strengths``: one column per painting and style strength (``translate --style-strength``).
     Unreadable images are skipped and listed on the page. Returns the page's path.
     """
     from cyclestyle.translate import Translator, resized
@@ -167,9 +169,16 @@ def build_gallery(input_dir: str | Path, output_dir: str | Path, checkpoints: Se
         paintings = [(Path(s).stem, load_image(s)) for s in styles]
     except ImageReadError as err:
         raise DataError(f"--style-image: {err}") from None
+    strengths = list(strengths) or [1.0]
+    dialled = strengths != [1.0]  # column names and files say the strength only when one is asked for
+
+    def style_columns(forward: Translator) -> list[tuple[str, str, object]]:
+        return [(f", style {name}" + (f" at {s:g}" if dialled else ""), f"-style{j}" + (f"-s{k}" if dialled else ""),
+                 forward.style_code(painting, strength=s))
+                for j, (name, painting) in enumerate(paintings) for k, s in enumerate(strengths)]
+
     # per checkpoint: (column suffix, slug suffix, code); plain models and no styles: one column, no code
-    columns = [[(f", style {name}", f"-style{j}", forward.style_code(painting)) for j, (name, painting)
-                in enumerate(paintings)] if forward.styled and paintings else [("", "", None)]
+    columns = [style_columns(forward) if forward.styled and paintings else [("", "", None)]
                for forward, _ in translators]
 
     out.mkdir(parents=True, exist_ok=True)

@@ -144,6 +144,20 @@ def test_style_strength_dials_from_the_mean_style_to_the_painting_and_beyond(tmp
                      "--style-strength", bad]) == 2
         assert "--style-strength must be a number >= 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # gallery: one column per painting and strength
+    (tmp_path / "photos").mkdir()
+    photo.save(tmp_path / "photos" / "p.png")
+    gallery = ["gallery", "--checkpoint", str(tmp_path / "run"), "--input", str(tmp_path / "photos"), "--output",
+               str(tmp_path / "g")]
+    assert main([*gallery, "--style-image", str(tmp_path / "s.png"), "--style-strength", "0",
+                 "--style-strength", "0.5"]) == 0
+    assert "(a2b, style s at 0.5)" in (tmp_path / "g" / "index.html").read_text()
+    row = tmp_path / "g" / "full" / "000"
+    assert sorted(c.name for c in row.glob("ckpt-0-*")) == ["ckpt-0-style0-s0.png", "ckpt-0-style0-s1.png"]
+    assert np.array_equal(pixels(Image.open(row / "ckpt-0-style0-s0.png")), pixels(t(photo)))
+    assert np.array_equal(pixels(Image.open(row / "ckpt-0-style0-s1.png")), half)
+    assert main([*gallery, "--style-strength", "0.5"]) == 2
+    assert "--style-strength needs --style-image" in capsys.readouterr().err
 
 
 def test_a_plain_model_refuses_a_style_image(tmp_path, capsys):
