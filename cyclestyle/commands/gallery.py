@@ -22,7 +22,7 @@ def add_parser(sub, name: str) -> None:
     p.add_argument("--direction", choices=("a2b", "b2a"), default="a2b")
     p.add_argument("--style-image", action="append", default=[], metavar="FILE",
                    help="style-coded checkpoints: one column per painting (repeat for several)")
-    p.add_argument("--style-strength", type=float, action="append", default=None, metavar="S",
+    p.add_argument("--style-strength", type=float, action="append", default=argparse.SUPPRESS, metavar="S",
                    help="with --style-image: one column per painting and strength (repeat; default 1, the "
                         "painting's style; 0 is the domain's mean style)")
     p.add_argument("--reconstruction", action="store_true",
@@ -39,10 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from cyclestyle.data import DataError
     from cyclestyle.gallery import build_gallery
 
-    if args.style_strength is not None:
+    strengths = getattr(args, "style_strength", None)  # absent unless given (argparse.SUPPRESS)
+    if strengths is not None:
         if not args.style_image:
             raise DataError("--style-strength needs --style-image FILE (the style it dials)")
-        bad = [s for s in args.style_strength if not (math.isfinite(s) and s >= 0)]
+        bad = [s for s in strengths if not (math.isfinite(s) and s >= 0)]
         if bad:
             raise DataError(f"--style-strength must be a number >= 0 (0: the domain's mean style, 1: the "
                             f"painting's), got {bad[0]}")
@@ -50,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     page = build_gallery(args.input, args.output, args.checkpoint, direction=args.direction,
                          reconstruction=args.reconstruction, max_size=args.max_size, limit=args.limit,
                          device=args.device, checkpoint_b=args.checkpoint_b, styles=args.style_image,
-                         strengths=args.style_strength or [1.0])
+                         strengths=strengths or [1.0])
     print(f"wrote {page} (open it in a browser; the folder is self-contained)")
     return 0

@@ -33,7 +33,7 @@ def add_parser(sub, name: str) -> None:
     style.add_argument("--style-folder", default=None, metavar="DIR",
                        help="style-coded models: one output folder per painting in DIR (OUTPUT/STYLE/...)")
     p.add_argument("--style-mean", action="store_true", help="with --style-folder: one output, in their mean style")
-    p.add_argument("--style-strength", type=float, default=None, metavar="S",
+    p.add_argument("--style-strength", type=float, default=argparse.SUPPRESS, metavar="S",
                    help="with --style-image/--style-folder: 0 is the domain's mean style, 1 (the default) the "
                         "painting's, in between a blend, above 1 exaggerated")
 
@@ -51,12 +51,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.style_mean and not args.style_folder:
         raise DataError("--style-mean needs --style-folder DIR (the paintings whose mean style is used)")
-    if args.style_strength is not None and not (args.style_image or args.style_folder):
+    strength = getattr(args, "style_strength", None)  # absent unless given (argparse.SUPPRESS)
+    if strength is not None and not (args.style_image or args.style_folder):
         raise DataError("--style-strength needs --style-image FILE or --style-folder DIR (the style it dials)")
-    strength = 1.0 if args.style_strength is None else args.style_strength
+    strength = 1.0 if strength is None else strength
     if not (math.isfinite(strength) and strength >= 0):
         raise DataError(f"--style-strength must be a number >= 0 (0: the domain's mean style, 1: the painting's), "
-                        f"got {args.style_strength}")
+                        f"got {strength}")
     translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision, args.checkpoint_b)
     runs = [(args.output, None)]  # (output folder, style code)
     if args.style_image or args.style_folder:
