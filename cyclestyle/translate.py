@@ -28,7 +28,7 @@ from torch import nn
 
 from cyclestyle import checkpoint, nets, reference
 from cyclestyle.config import LEGACY_MODEL, ModelConfig
-from cyclestyle.data import ImageReadError, list_inputs, load_image, pil_to_tensor, tensor_to_pil
+from cyclestyle.data import DataError, ImageReadError, list_inputs, load_image, pil_to_tensor, tensor_to_pil
 from cyclestyle.devices import native_bf16, resolve_device
 
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp"}
@@ -236,9 +236,7 @@ class Translator:
         truncation trick, here as a dial between the domain's average style and the chosen painting's."""
         if not self.styled:
             raise checkpoint.CheckpointError(NO_CODES)
-        if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
-            raise ValueError(f"style strength must be a number >= 0 (0: the domain's mean style, 1: the "
-                             f"painting's), got {strength!r}")
+        check_strength(strength)
         codes = self._codes(style)
         codes = codes.mean(0, keepdim=True) if mean else codes
         if strength != 1:
@@ -341,6 +339,15 @@ class Translator:
         one style code (:meth:`style_code`) for every image."""
         return translate_folder(self, input_path, output_dir, fmt, overwrite, size, max_size, batch_size, tile,
                                 overlap, max_pixels, progress, code)
+
+
+def check_strength(strength, name: str = "style strength") -> float:
+    """``strength`` (:meth:`Translator.style_code`) as a float if it is a number >= 0, else a DataError naming
+    ``name``, the setting the user gave it through."""
+    if not (isinstance(strength, (int, float)) and math.isfinite(strength) and strength >= 0):
+        raise DataError(f"{name} must be a number >= 0 (0: the domain's mean style, 1: the painting's), "
+                        f"got {strength!r}")
+    return float(strength)
 
 
 def resized(image: Image.Image, size: int | None, max_size: int | None) -> Image.Image:

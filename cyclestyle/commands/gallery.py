@@ -34,19 +34,15 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
-
     from cyclestyle.data import DataError
     from cyclestyle.gallery import build_gallery
+    from cyclestyle.translate import check_strength
 
     strengths = getattr(args, "style_strength", None)  # absent unless given (argparse.SUPPRESS)
     if strengths is not None:
         if not args.style_image:
             raise DataError("--style-strength needs --style-image FILE (the style it dials)")
-        bad = [s for s in strengths if not (math.isfinite(s) and s >= 0)]
-        if bad:
-            raise DataError(f"--style-strength must be a number >= 0 (0: the domain's mean style, 1: the "
-                            f"painting's), got {bad[0]}")
+        strengths = [check_strength(s, "--style-strength") for s in strengths]
 
     page = build_gallery(args.input, args.output, args.checkpoint, direction=args.direction,
                          reconstruction=args.reconstruction, max_size=args.max_size, limit=args.limit,

@@ -39,11 +39,10 @@ def add_parser(sub, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import math
     import sys
     from pathlib import Path
 
-    from cyclestyle.translate import Translator
+    from cyclestyle.translate import Translator, check_strength
 
     if not Path(args.input).exists():
         raise FileNotFoundError(f"--input {args.input} does not exist")
@@ -54,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
     strength = getattr(args, "style_strength", None)  # absent unless given (argparse.SUPPRESS)
     if strength is not None and not (args.style_image or args.style_folder):
         raise DataError("--style-strength needs --style-image FILE or --style-folder DIR (the style it dials)")
-    strength = 1.0 if strength is None else strength
-    if not (math.isfinite(strength) and strength >= 0):
-        raise DataError(f"--style-strength must be a number >= 0 (0: the domain's mean style, 1: the painting's), "
-                        f"got {strength}")
+    strength = 1.0 if strength is None else check_strength(strength, "--style-strength")
     translator = Translator.load(args.checkpoint, args.direction, args.device, args.precision, args.checkpoint_b)
     runs = [(args.output, None)]  # (output folder, style code)
     if args.style_image or args.style_folder:
